@@ -61,7 +61,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     # -- derived, produced by nocstream
     TopicSpec("signal-windows", "signal_window", "derived", "person", PERSON_PARTITIONS, 30 * DAY_MS,
               doc="Closed telemetry windows (person and site scope)."),
-    TopicSpec("baselines", "baseline", "derived", "entity", 3, -1, "compact", doc="Baseline state per site/metric/hour."),
+    TopicSpec("baselines", "baseline", "derived", "entity", 3, -1, "compact",
+              doc="Baseline state per site/metric/hour."),
     TopicSpec("anomalies", "anomaly", "derived", "person", PERSON_PARTITIONS, 90 * DAY_MS, doc="Detected anomalies."),
     TopicSpec("incidents", "correlated_incident", "derived", "person", PERSON_PARTITIONS, 365 * DAY_MS,
               doc="Correlated incident revisions."),

@@ -1,0 +1,88 @@
+"""Apply the topic catalogue to a cluster, idempotently, with confluent-kafka's AdminClient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+from schemas.topics import CATALOGUE, LIVE_NAMESPACE, TopicSpec
+
+TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    name: str
+    partitions: int
+    spec: TopicSpec | None
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+
+
+def _replication(client: AdminClient) -> int:
+    # One broker locally; up to 3 replicas on a real cluster.
+    brokers = len(client.list_topics(timeout=TIMEOUT_S).brokers)
+    return max(1, min(3, brokers))
+
+
+def apply_topics(bootstrap: str, namespace: str = LIVE_NAMESPACE,
+                 specs: tuple[TopicSpec, ...] = CATALOGUE) -> list[str]:
+    """Create missing topics, grow partition counts, and align configs. Returns the names created.
+
+    Re-running is harmless: existing topics are left as they are apart from configs and partitions
+    that fell behind the catalogue (partitions are never shrunk: Kafka cannot).
+    """
+    client = admin(bootstrap)
+    existing = client.list_topics(timeout=TIMEOUT_S).topics
+    rf = _replication(client)
+    wanted = {s.name(namespace): s for s in specs}
+    new = [NewTopic(name, num_partitions=s.partitions, replication_factor=rf, config=s.config())
+           for name, s in wanted.items() if name not in existing]
+    created: list[str] = []
+    if new:
+        for name, fut in client.create_topics(new, request_timeout=TIMEOUT_S).items():
+            try:
+                fut.result(timeout=TIMEOUT_S)
+                created.append(name)
+            except KafkaException as exc:
+                # Another process created it between our listing and our request: that is fine.
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+    grow = {name: NewPartitions(name, s.partitions) for name, s in wanted.items()
+            if name in existing and len(existing[name].partitions) < s.partitions}
+    if grow:
+        for fut in client.create_partitions(list(grow.values()), request_timeout=TIMEOUT_S).values():
+            fut.result(timeout=TIMEOUT_S)
+    configs = [ConfigResource(ConfigResource.Type.TOPIC, name, set_config=s.config())
+               for name, s in wanted.items() if name in existing]
+    if configs:
+        for fut in client.alter_configs(configs, request_timeout=TIMEOUT_S).values():
+            fut.result(timeout=TIMEOUT_S)
+    return sorted(created)
+
+
+def list_topics(bootstrap: str, namespace: str | None = None) -> list[TopicState]:
+    client = admin(bootstrap)
+    by_name = {s.name(namespace or LIVE_NAMESPACE): s for s in CATALOGUE}
+    out = []
+    for name, meta in sorted(client.list_topics(timeout=TIMEOUT_S).topics.items()):
+        if name.startswith("__") or (namespace and not name.startswith(namespace + ".")):
+            continue
+        out.append(TopicState(name, len(meta.partitions), by_name.get(name)))
+    return out
+
+
+def delete_namespace(bootstrap: str, namespace: str) -> list[str]:
+    """Delete every topic of a namespace (replay sandboxes and tests); never the live one by accident."""
+    if namespace == LIVE_NAMESPACE:
+        raise ValueError("refusing to delete the live namespace")
+    client = admin(bootstrap)
+    names = [n for n in client.list_topics(timeout=TIMEOUT_S).topics if n.startswith(namespace + ".")]
+    if names:
+        for fut in client.delete_topics(names, request_timeout=TIMEOUT_S).values():
+            fut.result(timeout=TIMEOUT_S)
+    return sorted(names)
