@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 AREAS = (
     "infra.cli_infra",
     "infra.cli_topics",
+    "infra.cli_demo",
     "simulator.cli",
     "streams.cli",
     "models.cli",

@@ -1,0 +1,20 @@
+# The two commands of the README. Both work on a fresh Debian machine (they install what is missing).
+.PHONY: demo test lint bench
+
+PYTHON ?= python3
+
+# Set everything up and run the main job: local Kafka + Postgres, topics, the pipeline, and the simulator.
+demo:
+	bash infra/bootstrap.sh
+	noc demo
+
+# Set everything up and run every test against the real services (CI runs exactly this).
+test:
+	bash infra/bootstrap.sh --browser
+	noc infra up
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+	$(PYTHON) -m pytest --cov --cov-report=term:skip-covered tests
+
+bench:
+	for b in tests/bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
