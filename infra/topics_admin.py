@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 from schemas.topics import CATALOGUE, LIVE_NAMESPACE, TopicSpec
 
@@ -57,10 +57,11 @@ def apply_topics(bootstrap: str, namespace: str = LIVE_NAMESPACE,
     if grow:
         for fut in client.create_partitions(list(grow.values()), request_timeout=TIMEOUT_S).values():
             fut.result(timeout=TIMEOUT_S)
-    configs = [ConfigResource(ConfigResource.Type.TOPIC, name, set_config=s.config())
-               for name, s in wanted.items() if name in existing]
+    configs = [ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in s.config().items()])
+        for name, s in wanted.items() if name in existing]
     if configs:
-        for fut in client.alter_configs(configs, request_timeout=TIMEOUT_S).values():
+        for fut in client.incremental_alter_configs(configs, request_timeout=TIMEOUT_S).values():
             fut.result(timeout=TIMEOUT_S)
     return sorted(created)
 

@@ -1,0 +1,97 @@
+"""Fixtures for the real services.
+
+- ``kafka_bootstrap`` / ``pg_dsn`` (session): with a Docker engine, testcontainers start Kafka and Postgres;
+  otherwise the local infra (``noc infra up``) is started if needed and left running afterwards. If
+  neither can start, the test FAILS with the reason — integration tests never skip.
+- ``namespace`` (function): a unique topic namespace with every catalogued topic created; deleted after.
+- ``pg_schema`` (function): ``(dsn, schema)`` where ``dsn`` sets ``search_path`` to a fresh schema; dropped
+  after.
+Unit tests request none of these, so they never start services.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+def _docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.fixture(scope="session")
+def _containers() -> Iterator[dict[str, Any] | None]:
+    if not _docker_available():
+        yield None
+        return
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer("confluentinc/cp-kafka:7.7.1") as kafka, PostgresContainer("postgres:15") as pg:
+        dsn = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        yield {"bootstrap": kafka.get_bootstrap_server(), "dsn": dsn}
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_containers: dict[str, Any] | None) -> str:
+    if _containers is not None:
+        return str(_containers["bootstrap"])
+    from infra.config import settings
+    from infra.kafka_local import kafka_up
+    from infra.procs import InfraError
+
+    s = settings()
+    try:
+        kafka_up(s, log=False)
+    except InfraError as exc:
+        pytest.fail(f"no Docker engine and the local Kafka broker could not start: {exc}")
+    return s.bootstrap
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(_containers: dict[str, Any] | None) -> str:
+    if _containers is not None:
+        return str(_containers["dsn"])
+    from infra.config import settings
+    from infra.postgres_local import postgres_up
+    from infra.procs import InfraError
+
+    s = settings()
+    try:
+        postgres_up(s, log=False)
+    except InfraError as exc:
+        pytest.fail(f"no Docker engine and the local Postgres could not start: {exc}")
+    return s.pg_dsn
+
+
+@pytest.fixture
+def namespace(kafka_bootstrap: str) -> Iterator[str]:
+    from infra.topics_admin import apply_topics, delete_namespace
+
+    ns = "t" + uuid.uuid4().hex[:10]
+    apply_topics(kafka_bootstrap, ns)
+    yield ns
+    delete_namespace(kafka_bootstrap, ns)
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[tuple[str, str]]:
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_dsn else "?"
+    yield f"{pg_dsn}{sep}options=-csearch_path%3D{schema}", schema
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
