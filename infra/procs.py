@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -28,13 +31,44 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def read_pid(path: Path) -> int | None:
-    """The pid in a pid file, or None when the file is missing, unreadable or names a dead process."""
+def cmdline_has(pid: int, needle: str) -> bool:
+    """Whether the process's command line mentions ``needle`` (guards against a recycled pid)."""
+    try:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+
+
+def read_pid(path: Path, needle: str | None = None) -> int | None:
+    """The pid in a pid file, or None when the file is missing, unreadable, names a dead process, or (with
+    ``needle``) names a process whose command line lacks ``needle``: the pid was recycled."""
     try:
         pid = int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
+    except (FileNotFoundError, PermissionError, ValueError, IndexError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid):
+        return None
+    return pid if needle is None or cmdline_has(pid, needle) else None
+
+
+@contextmanager
+def exclusive(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``: concurrent ``up`` calls (parallel test sessions) take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise InfraError(f"another `noc infra up` still holds {path} after {timeout:.0f}s") from None
+                time.sleep(0.2)  # polling the lock, bounded by the deadline
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

@@ -34,10 +34,15 @@ def _containers() -> Iterator[dict[str, Any] | None]:
     if not _docker_available():
         yield None
         return
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
+    # Newer testcontainers moved these under ``community`` (the old paths warn); pyproject allows older ones.
+    try:
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.postgres import PostgresContainer
 
-    with KafkaContainer("confluentinc/cp-kafka:7.7.1") as kafka, PostgresContainer("postgres:15") as pg:
+    with KafkaContainer("confluentinc/cp-kafka:7.7.1") as kafka, PostgresContainer("postgres:15", driver=None) as pg:
         dsn = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
         yield {"bootstrap": kafka.get_bootstrap_server(), "dsn": dsn}
 

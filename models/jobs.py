@@ -1,0 +1,140 @@
+"""The I/O around training: fetch history, train, report, register, compare-and-activate, publish."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from models.artifact import ArtifactError, write_artifact
+from models.progress import Progress, ProgressFn
+from models.registry import ModelRow, Registry, model_event_record, publish_model_event
+from models.scoring import Scorer
+from models.train import (
+    Comparison,
+    Dataset,
+    TrainConfig,
+    TrainResult,
+    build_dataset,
+    compare_on_holdout,
+    time_split,
+    train_model,
+)
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrainJob:
+    tenant: int | None
+    days: int = 180
+    test_size: float = 0.2
+    algo: str = "auto"
+    until_ms: int | None = None  # end of the history window (default: now)
+    from_sim: int | None = None  # simulator seed instead of Kafka
+    register: bool = True
+    auto_activate: bool = False
+    bootstrap: str = ""
+    namespace: str = "noc"
+    dsn: str = ""
+    models_dir: Path = Path(".")
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(slots=True)
+class TrainOutcome:
+    result: TrainResult
+    test: Dataset
+    row: ModelRow | None = None
+    comparison: Comparison | None = None
+    activated: bool = False
+
+
+def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | None]:
+    """The records to learn from, and their count when known."""
+    if job.from_sim is not None:
+        from models.simsource import sim_history
+
+        return sim_history(job.from_sim, job.days), None
+    from models.history import ReplayStats, replay
+
+    end = job.until_ms if job.until_ms is not None else int(time.time() * 1000)
+    stats = ReplayStats()
+    replayed = replay(job.bootstrap, job.namespace, end - job.days * DAY_MS, end, job.tenant, progress, stats)
+    if stats.undecodable:
+        print(f"warning: {stats.undecodable} undecodable records skipped", file=sys.stderr)
+    return replayed, len(replayed)
+
+
+def run_training(job: TrainJob, out: TextIO = sys.stdout, progress: ProgressFn | None = None) -> TrainOutcome:
+    """Train (raising TrainingDataError when the data is too thin), report, and register/activate."""
+    prog = progress or Progress()
+    items, total = history(job, prog)
+    ds = build_dataset(items, job.tenant, prog, total)
+    train, test = time_split(ds, job.test_size)
+    print(f"dataset: {len(ds):,} labelled attendance events ({ds.unlabelled:,} unlabelled not used); "
+          f"train {len(train):,} ({train.positives:,} fraud) / holdout {len(test):,} ({test.positives:,} fraud), "
+          f"split by event time", file=out)
+    trained_at = datetime.now(UTC)
+    result = train_model(train, test, job.algo, job.tenant, trained_at, job.config, prog)
+    print(report(result), file=out)
+    outcome = TrainOutcome(result, test)
+    if not job.register:
+        return outcome
+    path, sha = write_artifact(result.artifact, job.models_dir)
+    reg = Registry(job.dsn)
+    outcome.row = reg.register(result.artifact, path, sha, job.tenant, result.metrics_dict(), trained_at)
+    print(f"registered {outcome.row.version} ({path})", file=out)
+    if job.auto_activate:
+        current = reg.active(job.tenant)
+        outcome.comparison = compare_on_holdout(result.scorer, _load(current, out), test)
+        print(f"compare on the same holdout: {outcome.comparison.reason}", file=out)
+        if outcome.comparison.activate:
+            activate(reg, outcome.row.version, job.bootstrap, job.namespace, out)
+            outcome.activated = True
+    return outcome
+
+
+def _load(row: ModelRow | None, out: TextIO) -> Scorer | None:
+    if row is None:
+        return None
+    try:
+        return Scorer.from_file(row.artifact_path, row.artifact_sha256)
+    except ArtifactError as exc:  # unusable by this code: the candidate replaces it
+        print(f"active model {row.version} cannot be evaluated ({exc})", file=out)
+        return None
+
+
+def report(r: TrainResult) -> str:
+    m = r.metrics
+    lines = [f"train {r.train_size:,} rows ({r.train_positives:,} fraud), holdout {r.test_size:,} rows "
+             f"({m.positives:,} fraud), imbalance 1:{m.imbalance_ratio:.1f} (negatives per positive)"]
+    for name, c in r.candidates.items():
+        lines.append(f"  {name:9} PR-AUC {c.pr_auc:.4f}  precision@80%recall {c.precision_at_80_recall:.4f}  "
+                     f"ROC-AUC {c.roc_auc:.4f}")
+    lines.append(f"kept {r.artifact.algorithm}: {r.artifact.version}")
+    return "\n".join(lines)
+
+
+def activate(reg: Registry, version: str, bootstrap: str, namespace: str, out: TextIO,
+             action: str = "ACTIVATED") -> ModelRow:
+    row = reg.activate(version, action)
+    _announce(row, action, bootstrap, namespace, out)
+    return row
+
+
+def rollback(reg: Registry, tenant: int | None, bootstrap: str, namespace: str, out: TextIO) -> ModelRow:
+    row = reg.rollback(tenant)
+    _announce(row, "ROLLED_BACK", bootstrap, namespace, out)
+    return row
+
+
+def _announce(row: ModelRow, action: str, bootstrap: str, namespace: str, out: TextIO) -> None:
+    event = model_event_record(row, action, int(time.time() * 1000))
+    publish_model_event(bootstrap, namespace, event)
+    scope = "global" if row.tenant_id is None else f"tenant {row.tenant_id}"
+    print(f"{action.lower().replace('_', ' ')} {row.version} for {scope}; model_event published", file=out)

@@ -1,0 +1,298 @@
+"""Training as pure functions: history records in, a verified artifact and its holdout metrics out.
+
+Labels: ``label`` records (a human source beats the simulator) and helpdesk ticket resolutions
+FRAUD_CONFIRMED / FALSE_POSITIVE whose ``related_event_id`` names the attendance event or its fraud score.
+Features come from :class:`models.features.HistoryFeaturizer` — the serving functions themselves.
+The split is by event time (the newest ``test_size`` share is the holdout), never random.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.artifact import Artifact
+from models.features import FEATURE_HASH, FEATURE_NAMES, N_FEATURES, HistoryFeaturizer, _stem_record
+from models.feedback import FEEDBACK, is_feedback
+from models.metrics import Metrics, evaluate
+from models.progress import ProgressFn, no_progress
+from models.scoring import Scorer, compile_forest, event_id_of_score
+
+LABEL_PRIORITY = {"SIMULATOR": 0, "TICKET_RESOLUTION": 1, "ANALYST": 2}
+MIN_LABELLED = 200
+MIN_POSITIVES_TRAIN = 20
+MIN_POSITIVES_TEST = 5
+MIN_NEGATIVES = 20
+
+
+class TrainingDataError(ValueError):
+    """Too little data to train or evaluate; the message says what is missing."""
+
+
+@dataclass(slots=True)
+class Dataset:
+    X: npt.NDArray[np.float64]
+    y: npt.NDArray[np.int8]
+    times: npt.NDArray[np.int64]
+    event_ids: list[str]
+    scenarios: list[str]
+    tenants: npt.NDArray[np.int64]
+    unlabelled: int = 0  # attendance events without a label (not in X)
+
+    def __len__(self) -> int:
+        return int(self.y.size)
+
+    @property
+    def positives(self) -> int:
+        return int(self.y.sum())
+
+    def take(self, idx: npt.NDArray[np.intp]) -> Dataset:
+        return Dataset(self.X[idx], self.y[idx], self.times[idx], [self.event_ids[i] for i in idx],
+                       [self.scenarios[i] for i in idx], self.tenants[idx])
+
+
+@dataclass(slots=True)
+class _Label:
+    is_fraud: bool
+    scenario: str
+    priority: int
+
+
+def build_dataset(items: Iterable[Any], tenant: int | None = None, progress: ProgressFn = no_progress,
+                  total: int | None = None) -> Dataset:
+    """Featurize a time-ordered history and join the labels; only labelled attendance events become rows.
+
+    ``items`` are ``(stem, record)`` pairs or simulator records, in event-time order, carrying reference,
+    activity, attendance, label, ticket and (optionally) fraud_score records. ``tenant`` keeps one tenant
+    (None keeps all, for a global model).
+    """
+    feat = HistoryFeaturizer()
+    rows: list[list[float]] = []
+    meta: list[tuple[str, int, int]] = []  # event_id, occurred_at, tenant
+    labels: dict[str, _Label] = {}
+    score_events: dict[str, str] = {}  # score_id -> event_id
+    tickets: list[dict[str, Any]] = []
+    for n, item in enumerate(items, 1):
+        if n % 5000 == 0:
+            progress("featurizing history", n, total)
+        stem, rec = _stem_record(item)
+        if tenant is not None and rec.get("tenant_id") != tenant:
+            continue
+        if stem == "label":
+            _put_label(labels, rec["event_id"], bool(rec["is_fraud"]), rec.get("scenario") or "NONE",
+                       LABEL_PRIORITY.get(rec.get("source", ""), 0))
+        elif stem == "ticket":
+            if is_feedback(rec):
+                tickets.append(rec)
+        elif stem == "fraud_score":
+            score_events[rec["score_id"]] = rec["event_id"]
+        else:
+            vec = feat.feed(stem, rec)
+            if vec is not None:
+                rows.append(vec)
+                meta.append((rec["event_id"], int(rec["occurred_at"]), int(rec["tenant_id"])))
+    progress("featurizing history", total or 0, total or 0)
+    known = {m[0] for m in meta}
+    for t in tickets:
+        rel = t["related_event_id"]
+        ev = rel if rel in known else score_events.get(rel) or event_id_of_score(rel)
+        if ev in known:
+            fraud = FEEDBACK[t["resolution"]]
+            _put_label(labels, ev, fraud, "UNKNOWN" if fraud else "NONE", LABEL_PRIORITY["TICKET_RESOLUTION"])
+    keep = [i for i, m in enumerate(meta) if m[0] in labels]
+    X = np.asarray([rows[i] for i in keep], dtype=np.float64).reshape(len(keep), N_FEATURES)
+    y = np.asarray([labels[meta[i][0]].is_fraud for i in keep], dtype=np.int8)
+    return Dataset(X, y, np.asarray([meta[i][1] for i in keep], dtype=np.int64), [meta[i][0] for i in keep],
+                   [labels[meta[i][0]].scenario for i in keep], np.asarray([meta[i][2] for i in keep], dtype=np.int64),
+                   unlabelled=len(meta) - len(keep))
+
+
+def _put_label(labels: dict[str, _Label], event_id: str, fraud: bool, scenario: str, priority: int) -> None:
+    old = labels.get(event_id)
+    if old is None or priority >= old.priority:  # a later label of the same rank replaces an earlier one
+        if old is not None and old.is_fraud == fraud and scenario in ("UNKNOWN", "NONE"):
+            scenario = old.scenario  # a confirmation keeps the more specific scenario
+        labels[event_id] = _Label(fraud, scenario, priority)
+
+
+def time_split(ds: Dataset, test_size: float) -> tuple[Dataset, Dataset]:
+    """Oldest ``1 - test_size`` for training, newest ``test_size`` for the holdout."""
+    if not 0.0 < test_size < 1.0:
+        raise ValueError("test_size must be between 0 and 1")
+    # (time, event id): the same events split the same way whatever order a replay delivered them in
+    order = np.lexsort((np.asarray(ds.event_ids, dtype=object), ds.times))
+    cut = round(len(ds) * (1.0 - test_size))
+    return ds.take(order[:cut]), ds.take(order[cut:])
+
+
+def check_data(train: Dataset, test: Dataset) -> None:
+    """Refuse to train on too little data, saying what is missing."""
+    total = len(train) + len(test)
+    problems = []
+    if total < MIN_LABELLED:
+        problems.append(f"{total} labelled attendance events (need at least {MIN_LABELLED})")
+    if train.positives < MIN_POSITIVES_TRAIN:
+        problems.append(f"{train.positives} fraud labels in the training period (need {MIN_POSITIVES_TRAIN})")
+    if test.positives < MIN_POSITIVES_TEST:
+        problems.append(f"{test.positives} fraud labels in the holdout, the newest share (need {MIN_POSITIVES_TEST})")
+    for name, part in (("training period", train), ("holdout", test)):
+        if len(part) - part.positives < MIN_NEGATIVES:
+            problems.append(f"{len(part) - part.positives} legitimate labels in the {name} (need {MIN_NEGATIVES})")
+    if problems:
+        raise TrainingDataError("not enough data to train: " + "; ".join(problems)
+                                + ". Labels come from the labels topic and from tickets resolved FRAUD_CONFIRMED or "
+                                  "FALSE_POSITIVE; widen --days or wait for more resolutions.")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    n_trees: int = 200
+    max_depth: int = 6
+    learning_rate: float = 0.1
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass(slots=True)
+class TrainResult:
+    artifact: Artifact
+    scorer: Scorer
+    metrics: Metrics  # on the holdout
+    train_size: int
+    test_size: int
+    train_positives: int
+    candidates: dict[str, Metrics] = field(default_factory=dict)  # every algorithm tried (auto)
+
+    def metrics_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = self.metrics.to_dict()
+        d.update(train_size=self.train_size, test_size=self.test_size, train_positives=self.train_positives)
+        if len(self.candidates) > 1:
+            d["candidates"] = {k: m.to_dict() for k, m in self.candidates.items()}
+        return d
+
+
+_SHORT = {"xgboost": "xgb", "lightgbm": "lgb"}
+
+
+def make_version(tenant: int | None, algorithm: str, trained_at: datetime) -> str:
+    """E.g. ``t1-xgb-20260301-101500-123`` (no colon: score ids append the version after one)."""
+    scope = "global" if tenant is None else f"t{tenant}"
+    stamp = trained_at.astimezone(UTC).strftime("%Y%m%d-%H%M%S-") + f"{trained_at.microsecond // 1000:03d}"
+    return f"{scope}-{_SHORT.get(algorithm, algorithm)}-{stamp}"
+
+
+def _weight(train: Dataset) -> float:
+    pos = train.positives
+    return (len(train) - pos) / pos if pos else 1.0
+
+
+def fit(algorithm: str, train: Dataset, version: str, cfg: TrainConfig = TrainConfig(),
+        progress: ProgressFn = no_progress) -> Artifact:
+    """Train one booster with positives weighted by negatives/positives; return its calibrated artifact."""
+    if algorithm == "xgboost":
+        booster = _fit_xgboost(train, _weight(train), cfg, progress)
+    elif algorithm == "lightgbm":
+        booster = _fit_lightgbm(train, cfg, progress)
+    else:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    raw = Artifact(version, algorithm, FEATURE_NAMES, FEATURE_HASH, 0.0, booster)
+    margin, _ = compile_forest(raw).margin(train.X)
+    return replace(raw, margin_offset=intercept_offset(margin, train.y))
+
+
+def intercept_offset(margin: npt.NDArray[np.float64], y: npt.NDArray[np.int8]) -> float:
+    """The shift of the log-odds that makes the mean predicted probability equal the fraud rate.
+
+    Class weighting inflates every margin; the textbook correction ``-log(weight)`` over-corrects boosted
+    trees (their regularised leaves never absorb the full weight), leaving confident frauds in MEDIUM.
+    Matching the base rate on the training rows keeps the risk bands meaningful.
+    """
+    rate = float(np.mean(y)) if y.size else 0.0
+    if rate <= 0.0 or rate >= 1.0:
+        return 0.0
+    lo, hi = -30.0, 30.0
+    for _ in range(60):  # bisection: the mean probability grows with the offset
+        mid = (lo + hi) / 2
+        if float(np.mean(1.0 / (1.0 + np.exp(-(margin + mid))))) > rate:
+            hi = mid
+        else:
+            lo = mid
+    return (lo + hi) / 2
+
+
+def _fit_xgboost(train: Dataset, scale_pos_weight: float, cfg: TrainConfig, progress: ProgressFn) -> str:
+    import xgboost as xgb
+
+    class _Progress(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            progress("training xgboost", epoch + 1, cfg.n_trees)
+            return False
+
+    params = {"objective": "binary:logistic", "max_depth": cfg.max_depth, "eta": cfg.learning_rate,
+              "tree_method": "hist", "scale_pos_weight": scale_pos_weight, "seed": cfg.seed,
+              "nthread": cfg.threads, "eval_metric": "aucpr", "min_child_weight": 1.0}
+    dtrain = xgb.DMatrix(train.X, label=train.y, feature_names=list(FEATURE_NAMES))
+    booster = xgb.train(params, dtrain, num_boost_round=cfg.n_trees, callbacks=[_Progress()])
+    return bytes(booster.save_raw("json")).decode()
+
+
+def _fit_lightgbm(train: Dataset, cfg: TrainConfig, progress: ProgressFn) -> str:
+    import lightgbm as lgb
+
+    def _progress(env: Any) -> None:
+        progress("training lightgbm", env.iteration + 1, cfg.n_trees)
+
+    params = {"objective": "binary", "is_unbalance": True, "max_depth": cfg.max_depth,
+              "num_leaves": 2 ** cfg.max_depth - 1, "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+              "deterministic": True, "num_threads": cfg.threads, "verbose": -1, "min_data_in_leaf": 10}
+    ds = lgb.Dataset(train.X, label=train.y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
+    booster = lgb.train(params, ds, num_boost_round=cfg.n_trees, callbacks=[_progress])
+    text: str = booster.model_to_string()
+    return text
+
+
+def train_model(train: Dataset, test: Dataset, algo: str, tenant: int | None, trained_at: datetime,
+                cfg: TrainConfig = TrainConfig(), progress: ProgressFn = no_progress) -> TrainResult:
+    """Fit ``xgboost``, ``lightgbm`` or both (``auto``, keeping the better holdout PR-AUC)."""
+    check_data(train, test)
+    algos = ("xgboost", "lightgbm") if algo == "auto" else (algo,)
+    best: tuple[Artifact, Scorer, Metrics] | None = None
+    tried: dict[str, Metrics] = {}
+    for name in algos:
+        art = fit(name, train, make_version(tenant, name, trained_at), cfg, progress)
+        scorer = Scorer(art)
+        m = evaluate(test.y, scorer.predict_proba(test.X))
+        tried[name] = m
+        if best is None or _better(m.pr_auc, best[2].pr_auc):
+            best = (art, scorer, m)
+    assert best is not None
+    return TrainResult(best[0], best[1], best[2], len(train), len(test), train.positives, tried)
+
+
+def _better(a: float, b: float) -> bool:
+    return not math.isnan(a) and (math.isnan(b) or a > b)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    activate: bool
+    candidate_pr_auc: float
+    active_pr_auc: float | None
+    reason: str
+
+
+def compare_on_holdout(candidate: Scorer, active: Scorer | None, holdout: Dataset, min_gain: float = 0.0) -> Comparison:
+    """Should the candidate replace the active model? Both are scored on the *same* holdout rows."""
+    cand = evaluate(holdout.y, candidate.predict_proba(holdout.X)).pr_auc
+    if active is None:
+        return Comparison(True, cand, None, "no active model")
+    act = evaluate(holdout.y, active.predict_proba(holdout.X)).pr_auc
+    if _better(cand, act + min_gain if not math.isnan(act) else act):
+        return Comparison(True, cand, act, f"PR-AUC {cand:.4f} beats the active {act:.4f}")
+    return Comparison(False, cand, act, f"PR-AUC {cand:.4f} does not beat the active {act:.4f}")

@@ -1,0 +1,219 @@
+"""Feature semantics, bounded state, and no training/serving skew."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from models_world import world
+
+from models.features import (
+    FEATURE_HASH,
+    FEATURE_NAMES,
+    INDEX,
+    MAX_ACTIVITY,
+    MAX_DEVICE_PUNCHES,
+    DeviceState,
+    HistoryFeaturizer,
+    PersonState,
+    build_features,
+    observe_activity,
+    observe_attendance,
+)
+from schemas.serde import store
+
+T = 1_772_420_400_000  # 2026-03-02 06:00 Africa/Nairobi (03:00 UTC)
+MIN = 60_000
+SITE = {"tenant_id": 1, "site_id": "s-1", "name": "HQ", "timezone": "Africa/Nairobi", "lat": -1.2921, "lon": 36.8219,
+        "geofence_radius_m": 100.0, "active": True, "updated_at": 0,
+        "tours": [{"tour_id": "t", "checkpoint_ids": ["a", "b", "c"], "interval_minutes": 60}]}
+PERSON = {"tenant_id": 1, "person_id": "p-1", "name": "A", "role": "GUARD", "home_site_id": "s-1",
+          "device_ids": ["d-1"], "usual_check_in_minute": 360, "active": True, "updated_at": 0}
+SHIFT = {"tenant_id": 1, "shift_id": "sh-1", "person_id": "p-1", "site_id": "s-1", "starts_at": T,
+         "ends_at": T + 8 * 60 * MIN, "status": "SCHEDULED", "updated_at": 0}
+
+
+def att(t: int, kind: str = "CHECK_IN", lat: float = -1.2921, lon: float = 36.8219, **kw: Any) -> dict[str, Any]:
+    rec = {"event_id": f"e-{t}-{kind}", "tenant_id": 1, "site_id": "s-1", "person_id": "p-1", "occurred_at": t,
+           "received_at": t, "event_type": kind, "shift_id": "sh-1", "lat": lat, "lon": lon, "accuracy_m": 10.0,
+           "device_id": "d-1", "is_mock_location": False, "face_match_score": 0.9}
+    rec.update(kw)
+    return rec
+
+
+def act(t: int, kind: str, **kw: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"event_id": f"a-{t}", "tenant_id": 1, "site_id": "s-1", "person_id": "p-1",
+                           "occurred_at": t, "received_at": t, "kind": kind, "device_id": "d-1", "lat": None,
+                           "lon": None, "accuracy_m": None, "is_mock_location": False, "checkpoint_id": None}
+    rec.update(kw)
+    return rec
+
+
+def f(vec: list[float], name: str) -> float:
+    return vec[INDEX[name]]
+
+
+def test_feature_hash_is_sha256_of_the_names() -> None:
+    assert FEATURE_HASH == hashlib.sha256("\n".join(FEATURE_NAMES).encode()).hexdigest()
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+
+
+def test_first_check_in_on_site_on_time() -> None:
+    v = build_features(att(T + 2 * MIN), PersonState(), DeviceState(), SITE, PERSON, SHIFT)
+    assert f(v, "is_check_in") == 1.0
+    assert f(v, "geofence_distance_m") == 0.0
+    assert f(v, "minutes_from_shift_start") == pytest.approx(2.0)
+    assert f(v, "minutes_from_usual_check_in") == pytest.approx(2.0)  # 06:02 local vs usual 06:00
+    assert f(v, "local_hour") == pytest.approx(6 + 2 / 60)
+    assert f(v, "device_registered") == 1.0 and f(v, "device_new_for_person") == 1.0
+    assert f(v, "shift_missing") == 0.0 and f(v, "shift_unknown") == 0.0 and f(v, "shift_other_person") == 0.0
+    for name in ("km_from_last_fix", "speed_kmh_since_last_fix", "minutes_since_check_in", "tour_completion_ratio"):
+        assert math.isnan(f(v, name)), name  # no history, not a check-out
+
+
+def test_missing_reference_data_gives_nan_not_zero() -> None:
+    v = build_features(att(T, shift_id="ghost", face_match_score=None), PersonState(), DeviceState(), None, None, None)
+    for name in ("geofence_distance_m", "device_registered", "minutes_from_shift_start", "face_match_score",
+                 "minutes_from_usual_check_in"):
+        assert math.isnan(f(v, name)), name
+    assert f(v, "shift_unknown") == 1.0
+
+
+def test_off_geofence_distance_and_accuracy_discount() -> None:
+    # ~1.11 km north of the centre, radius 100 m, accuracy 300 m
+    v = build_features(att(T, lat=-1.2921 + 0.01, accuracy_m=300.0), PersonState(), DeviceState(), SITE, PERSON, SHIFT)
+    assert f(v, "geofence_distance_m") == pytest.approx(1112 - 100, abs=3)
+    assert f(v, "geofence_excess_over_accuracy_m") == pytest.approx(1112 - 100 - 300, abs=3)
+
+
+def test_impossible_travel_from_a_location_update() -> None:
+    ps, ds = PersonState(), DeviceState()
+    observe_activity(ps, act(T - 10 * MIN, "LOCATION_UPDATE", lat=-1.2921 + 0.5, lon=36.8219, accuracy_m=10.0))
+    v = build_features(att(T), ps, ds, SITE, PERSON, SHIFT)
+    assert f(v, "km_from_last_fix") == pytest.approx(55.6, abs=0.2)
+    assert f(v, "minutes_since_last_fix") == pytest.approx(10.0)
+    assert f(v, "speed_kmh_since_last_fix") == pytest.approx(333, abs=3)  # 55.6 km in 10 min
+    assert math.isnan(f(v, "speed_kmh_since_last_punch"))
+
+
+def test_buddy_punching_on_a_shared_device() -> None:
+    ps_other, ps, ds = PersonState(), PersonState(), DeviceState()
+    other = att(T - 5 * MIN, person_id="p-2", device_id="d-1")
+    build_features(other, ps_other, ds, SITE, None, None)
+    observe_attendance(ps_other, ds, other)
+    v = build_features(att(T, device_id="d-1"), ps, ds, SITE, PERSON, SHIFT)
+    assert f(v, "device_other_people_24h") == 1.0 and f(v, "device_punches_24h") == 1.0
+    v2 = build_features(att(T, device_id="d-9"), ps, DeviceState(), SITE, PERSON, SHIFT)
+    assert f(v2, "device_registered") == 0.0
+    # 24 h later the other person's punch has left the window
+    later = build_features(att(T + 25 * 60 * MIN, device_id="d-1"), ps, ds, SITE, PERSON, None)
+    assert f(later, "device_other_people_24h") == 0.0
+
+
+def test_check_out_tour_completion_and_activity_windows() -> None:
+    ps, ds = PersonState(), DeviceState()
+    a_in = att(T)
+    build_features(a_in, ps, ds, SITE, PERSON, SHIFT)
+    observe_attendance(ps, ds, a_in)
+    for i, cp in enumerate(["a", "b", "c", "a"]):  # 3 distinct checkpoints in the first hour
+        observe_activity(ps, act(T + (10 + i) * MIN, "TOUR_CHECKPOINT_SCANNED", checkpoint_id=cp, lat=-1.2921,
+                                 lon=36.8219, accuracy_m=5.0))
+    observe_activity(ps, act(T + 7 * 60 * MIN, "PHONE_EVENT"))
+    observe_activity(ps, act(T + 7 * 60 * MIN + 1, "LOCATION_UPDATE", lat=-1.2921, lon=36.8219, is_mock_location=True))
+    v = build_features(att(T + 8 * 60 * MIN, "CHECK_OUT"), ps, ds, SITE, PERSON, SHIFT)
+    assert f(v, "minutes_since_check_in") == pytest.approx(480)
+    assert f(v, "tour_checkpoints_scanned") == 3.0
+    assert f(v, "tour_checkpoints_expected") == 3.0 * 8  # 3 checkpoints every 60 min for 8 h
+    assert f(v, "tour_completion_ratio") == pytest.approx(3 / 24)
+    assert f(v, "activity_since_check_in") == 6.0
+    assert f(v, "phone_events_2h") == 1.0 and f(v, "location_updates_2h") == 1.0
+    assert f(v, "checkpoint_scans_2h") == 0.0  # scans were 7 h ago
+    assert f(v, "mock_fixes_2h") == 1.0
+    assert f(v, "punch_sequence_error") == 0.0
+    assert f(v, "minutes_from_shift_end") == pytest.approx(0.0)
+    assert math.isnan(f(v, "minutes_from_usual_check_in"))  # check-outs only
+
+
+def test_usual_check_in_is_site_local_and_circular() -> None:
+    site = dict(SITE, timezone="Europe/London")
+    person = dict(PERSON, usual_check_in_minute=23 * 60 + 50)
+    t = 1_751_328_000_000 - 50 * MIN  # 2025-06-30 23:10 UTC = 2025-07-01 00:10 BST
+    v = build_features(att(t), PersonState(), DeviceState(), site, person, None)
+    assert f(v, "minutes_from_usual_check_in") == pytest.approx(20.0)
+    assert f(v, "local_hour") == pytest.approx(10 / 60)
+
+
+def test_state_is_bounded_and_pruned_by_event_time() -> None:
+    ps, ds = PersonState(), DeviceState()
+    for i in range(3 * MAX_ACTIVITY):
+        observe_activity(ps, act(T + i * 1000, "PHONE_EVENT"))
+    assert len(ps.activity) <= MAX_ACTIVITY
+    observe_activity(ps, act(T + 5 * 60 * MIN, "PHONE_EVENT"))
+    assert len(ps.activity) == 1  # everything else is older than 2 h of event time
+    for i in range(3 * MAX_DEVICE_PUNCHES):
+        a = att(T + i * MIN, person_id=f"p-{i}")
+        observe_attendance(PersonState(), ds, a)
+    assert len(ds.punches) == MAX_DEVICE_PUNCHES
+    for i in range(40):
+        observe_attendance(ps, ds, att(T + i * MIN, device_id=f"d-{i}"))
+    assert len(ps.devices) <= 16 and len(ps.check_ins) <= 32
+
+
+def test_state_round_trips_through_json() -> None:
+    ps, ds = PersonState(), DeviceState()
+    observe_activity(ps, act(T - MIN, "TOUR_CHECKPOINT_SCANNED", checkpoint_id="a", lat=1.0, lon=2.0, accuracy_m=3.0))
+    observe_attendance(ps, ds, att(T))
+    ps2 = PersonState.from_dict(json.loads(json.dumps(ps.to_dict())))
+    ds2 = DeviceState.from_dict(json.loads(json.dumps(ds.to_dict())))
+    assert ps2 == ps and ds2 == ds
+    assert PersonState.from_dict(None) == PersonState() and DeviceState.from_dict({}) == DeviceState()
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+
+
+def test_training_rows_equal_live_scoring_vectors() -> None:
+    """The training path (HistoryFeaturizer over a replay) and a live worker (Avro-decoded records, states
+    kept as JSON table values between events, separate reference tables) give bit-identical vectors."""
+    records = world(days=4, people=9, fraud_rate=0.3, seed=5)
+    training = {rec["event_id"]: vec for rec, vec in HistoryFeaturizer().run(records)}
+    assert len(training) == 9 * 4 * 2
+
+    serde = store()
+    persons: dict[str, str] = {}  # Faust-like tables: JSON values
+    devices: dict[str, str] = {}
+    sites: dict[str, dict[str, Any]] = {}
+    people: dict[str, dict[str, Any]] = {}
+    shifts: dict[str, dict[str, Any]] = {}
+    live: dict[str, list[float]] = {}
+    for stem, rec in records:
+        _, rec = serde.decode(serde.encode(stem, rec))  # over the wire
+        if stem == "site":
+            sites[rec["site_id"]] = rec
+        elif stem == "person":
+            people[rec["person_id"]] = rec
+        elif stem == "shift":
+            shifts[rec["shift_id"]] = rec
+        elif stem == "activity_signal":
+            ps = PersonState.from_dict(json.loads(persons.get(rec["person_id"], "{}")))
+            observe_activity(ps, rec)
+            persons[rec["person_id"]] = json.dumps(ps.to_dict())
+        elif stem == "attendance_event":
+            ps = PersonState.from_dict(json.loads(persons.get(rec["person_id"], "{}")))
+            ds = DeviceState.from_dict(json.loads(devices.get(rec["device_id"], "{}")))
+            live[rec["event_id"]] = build_features(rec, ps, ds, sites.get(rec["site_id"]), people.get(rec["person_id"]),
+                                                   shifts.get(rec["shift_id"]) if rec["shift_id"] else None)
+            observe_attendance(ps, ds, rec)
+            persons[rec["person_id"]] = json.dumps(ps.to_dict())
+            devices[rec["device_id"]] = json.dumps(ds.to_dict())
+    assert live.keys() == training.keys()
+    mismatched = [e for e in live if not _same(live[e], training[e])]
+    assert not mismatched, mismatched[:3]
+    # and the featurizer is deterministic
+    again = {rec["event_id"]: vec for rec, vec in HistoryFeaturizer().run(records)}
+    assert all(_same(again[e], training[e]) for e in training)
