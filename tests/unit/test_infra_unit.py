@@ -136,3 +136,11 @@ def test_jars_count_as_ready_only_for_the_pom_they_came_from(tmp_path: Path) -> 
     assert not jars_ready(kp)
     kp.lib_ok.write_text(pom_digest() + "\n")
     assert jars_ready(kp)
+
+
+def test_missing_java_or_maven_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.kafka_local import fetch_jars, paths
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither mvn nor java on it
+    with pytest.raises(InfraError, match=r"`mvn` not found: install Maven \(apt-get install maven\)"):
+        fetch_jars(paths(Settings(home=tmp_path)))
