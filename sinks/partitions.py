@@ -1,0 +1,134 @@
+"""Daily range partitions of the high-volume tables: naming, creation ahead of the rows, retention.
+
+Partitions are ``<table>_pYYYYMMDD`` covering ``[day 00:00 UTC, next day 00:00 UTC)``. The sink creates the
+partitions a batch needs (and one day ahead) before it writes the batch, in its own short transaction
+under an advisory lock, so a record never meets a missing partition and concurrent workers never race.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionedTable:
+    table: str
+    column: str  # the partition (time) column
+    retention_days: int  # partitions wholly older than this are dropped by prune()
+
+
+# Retention mirrors the topic retention in schemas/topics.py.
+PARTITIONED: dict[str, PartitionedTable] = {t.table: t for t in (
+    PartitionedTable("attendance", "occurred_at", 90),
+    PartitionedTable("activity", "occurred_at", 30),
+    PartitionedTable("signal_windows", "window_start", 30),
+    PartitionedTable("fraud_scores", "occurred_at", 365),
+    PartitionedTable("event_log", "ts", 7),
+)}
+
+_PART = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
+
+
+def day_of(ms: int) -> date:
+    """UTC day of an epoch-ms instant (floor, so negative instants work too)."""
+    return date(1970, 1, 1) + timedelta(days=ms // DAY_MS)
+
+
+def partition_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def parse_partition(name: str) -> tuple[str, date] | None:
+    m = _PART.match(name)
+    if m is None:
+        return None
+    d = m.group("day")
+    return m.group("table"), date(int(d[:4]), int(d[4:6]), int(d[6:]))
+
+
+def bounds(day: date) -> tuple[datetime, datetime]:
+    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return lo, lo + timedelta(days=1)
+
+
+def days_needed(times_ms: Iterable[int], ahead: int = 1) -> set[date]:
+    """The days covering ``times_ms``, plus ``ahead`` days after the latest one (created before they are due)."""
+    days = {day_of(t) for t in times_ms}
+    if days and ahead > 0:
+        last = max(days)
+        days.update(last + timedelta(days=i) for i in range(1, ahead + 1))
+    return days
+
+
+def create_sql(table: str, day: date) -> str:
+    lo, hi = bounds(day)
+    return (f"CREATE TABLE IF NOT EXISTS {partition_name(table, day)} PARTITION OF {table} "
+            f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')")
+
+
+def expired(names: Iterable[str], table: str, retention_days: int, now: datetime) -> list[str]:
+    """Partitions of ``table`` whose whole day ended more than ``retention_days`` before ``now``."""
+    cutoff = now - timedelta(days=retention_days)
+    out = []
+    for name in names:
+        parsed = parse_partition(name)
+        if parsed is not None and parsed[0] == table and bounds(parsed[1])[1] <= cutoff:
+            out.append(name)
+    return sorted(out)
+
+
+class PartitionManager:
+    """Creates missing partitions; remembers those it has seen so a warm sink costs no round trip."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+
+    def ensure(self, conn: psycopg.Connection[tuple[object, ...]], table: str, days: Iterable[date]) -> list[str]:
+        """Create the partitions of ``table`` for ``days`` that do not exist yet; return those created.
+
+        ``conn`` must be in autocommit mode: each creation is its own short transaction (it locks the parent).
+        """
+        missing = [d for d in sorted(set(days)) if partition_name(table, d) not in self.known]
+        if not missing:
+            return []
+        existing = set(self.list(conn, table))
+        self.known.update(existing)
+        created = []
+        for d in missing:
+            name = partition_name(table, d)
+            if name in existing:
+                continue
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('noc_partitions'), hashtext(%s))", (table,))
+                conn.execute(create_sql(table, d).encode())
+            self.known.add(name)
+            created.append(name)
+        return created
+
+    @staticmethod
+    def list(conn: psycopg.Connection[tuple[object, ...]], table: str) -> list[str]:
+        """Partitions of ``table`` in the current schema (as resolved by the search_path)."""
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass(%s)", (table,)).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+
+def prune(conn: psycopg.Connection[tuple[object, ...]], now: datetime,
+          retention: dict[str, int] | None = None) -> list[str]:
+    """Drop expired partitions of every partitioned table (``retention`` overrides days per table)."""
+    dropped = []
+    for spec in PARTITIONED.values():
+        days = (retention or {}).get(spec.table, spec.retention_days)
+        for name in expired(PartitionManager.list(conn, spec.table), spec.table, days, now):
+            with conn.transaction():
+                conn.execute(f"DROP TABLE IF EXISTS {name}".encode())
+            dropped.append(name)
+    return dropped
