@@ -214,3 +214,38 @@ def test_score_records_uses_each_tenants_scorer_in_input_order(artifacts: dict[s
     assert [r["event_id"] for r in recs] == [f"e{i}" for i in range(5)]
     assert [r["model_version"] for r in recs] == [artifacts["xgboost"].version if i % 2 == 0 else RULES_VERSION
                                                   for i in range(5)]
+
+
+def test_worker_hot_reload_from_model_event_bytes(artifacts: dict[str, Artifact], tmp_path: Path) -> None:
+    """What a running worker does with each model-events record: swap the scorer, never crash."""
+    from models.reload import on_model_event, warm_up
+
+    cache = ModelCache()
+    x_art, l_art = artifacts["xgboost"], replace(artifacts["lightgbm"], version="t1-lgb-2")
+    x_path, x_sha = write_artifact(x_art, tmp_path)
+    l_path, l_sha = write_artifact(l_art, tmp_path)
+    enc = store().encode
+    # start-up: replay of the compacted topic (a tombstone and the tenant's two activations)
+    outs = warm_up(cache, [None, enc("model_event", _event(x_art, x_path, x_sha, 1, at=1))])
+    assert [o.changed for o in outs] == [False, True] and all(o.ok for o in outs)
+    vec = _vec(is_mock_location=1.0)
+    before = cache.scorer_for(1).score(vec)
+    assert before.model_version == x_art.version
+    # live: an activation swaps the scorer for the next event, without a restart
+    out = on_model_event(cache, enc("model_event", _event(l_art, l_path, l_sha, 1, at=2)))
+    assert out.changed and out.ok and out.tenant_id == 1 and out.model_version == "t1-lgb-2"
+    after = cache.scorer_for(1).score(vec)
+    assert after.model_version == "t1-lgb-2" and after.fraud_probability != before.fraud_probability
+    # garbage and an unusable model are reported, not raised, and the current model stays
+    bad = on_model_event(cache, b"\x00garbage")
+    assert not bad.ok and bad.reason in ("MALFORMED", "UNKNOWN_SCHEMA") and not bad.changed
+    wrong = on_model_event(cache, enc("model_event", _event(x_art, x_path, "0" * 64, 1, at=3)))
+    assert not wrong.ok and "sha256" in (wrong.error or "")
+    odd = on_model_event(cache, {"tenant_id": 1, "occurred_at": 4})  # decoded but missing fields
+    assert not odd.ok and "invalid model event" in (odd.error or "")
+    assert cache.scorer_for(1).model_version == "t1-lgb-2"
+    # a global model serves the other tenants; rolling tenant 1 back is one more event
+    assert on_model_event(cache, _event(x_art, x_path, x_sha, None, at=5)).changed
+    assert cache.scorer_for(7).model_version == x_art.version
+    rb = on_model_event(cache, enc("model_event", _event(x_art, x_path, x_sha, 1, at=6, action="ROLLED_BACK")))
+    assert rb.changed and cache.scorer_for(1).model_version == x_art.version
