@@ -1,0 +1,316 @@
+"""Correlation: alerts, anomalies, audit findings and high fraud scores about one person (or, when about no
+one, one site) that arrive close together in event time fold into one CorrelatedIncident.
+
+Rules (all event time; see /work/notes/api-correlation.md for the contract the edge relies on):
+
+* Grouping key: ``person_key(tenant, person_id, site_id)`` — the person, else the site. A key can hold a
+  few incidents at once (an incident stays OPEN for ``inactivity_ms`` but only takes evidence within
+  ``window_ms`` of it, so a later burst opens a new incident while the old one waits to close).
+* A record joins the most recent incident of its key when its time lies within ``window_ms`` of the
+  incident's [first_seen, last_seen], the incident is not yet due to close, the incident would not
+  span more than ``max_duration_ms``, and it holds fewer than ``max_evidence`` pieces. Otherwise it
+  starts a new incident.
+* An incident is published (revision 1, OPEN) once it has ``min_records`` pieces; until then it is
+  *pending* and produces nothing (a pending group that goes quiet is dropped silently).
+* Every further piece is a new revision (+1, same incident_id). The close revision (CLOSED) comes
+  when the watermark passes ``min(last_seen + inactivity_ms, first_seen + max_duration_ms)``; its
+  ``updated_at`` is that time, not the watermark, so output does not depend on how often the edge ticks.
+* Severity of a piece: the record's ``severity`` (alerts, findings, anomalies — the anomaly detector
+  derives it from |score| / threshold); a fraud score's risk level HIGH -> HIGH, CRITICAL -> CRITICAL
+  (LOW and MEDIUM scores are not evidence). ``combined_severity`` is the highest piece severity,
+  raised one level (at most CRITICAL) when three or more distinct kinds agree.
+* Duplicates (an id already in an incident of the key, or in one closed less than
+  ``dedupe_horizon_ms`` ago) change nothing and produce nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.topics import person_key
+from streams.core.ids import event_time, evidence_id, stable_id
+from streams.core.types import Out, Record
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+
+SEVERITIES: tuple[str, ...] = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
+KIND_OF_STEM = {"noc_alert": "NOC_ALERT", "anomaly": "ANOMALY", "audit_finding": "AUDIT_FINDING",
+                "fraud_score": "FRAUD_SCORE"}
+# Fraud risk levels are on the same four-step scale; only HIGH and CRITICAL scores are evidence (by default).
+FRAUD_SEVERITY = {"LOW": "LOW", "MEDIUM": "MEDIUM", "HIGH": "HIGH", "CRITICAL": "CRITICAL"}
+AGREEING_KINDS = 3  # this many distinct kinds raise the combined severity one level
+SUMMARY_MAX = 200
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationConfig:
+    window_ms: int = 15 * MINUTE_MS
+    inactivity_ms: int = 60 * MINUTE_MS
+    max_duration_ms: int = 6 * HOUR_MS
+    min_records: int = 1
+    max_evidence: int = 50
+    min_severity: str = "LOW"
+    fraud_min_risk: str = "HIGH"
+    dedupe_horizon_ms: int = 24 * HOUR_MS
+    max_remembered: int = 1000  # per key: ids of closed incidents' evidence kept for dedupe
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.inactivity_ms <= 0 or self.max_duration_ms <= 0:
+            raise ValueError("window_ms, inactivity_ms and max_duration_ms must be positive")
+        if self.min_records < 1 or self.max_evidence < self.min_records:
+            raise ValueError("need 1 <= min_records <= max_evidence")
+        if self.min_severity not in RANK or self.fraud_min_risk not in RANK:
+            raise ValueError(f"severities are {', '.join(SEVERITIES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    event_id: str
+    kind: str  # EvidenceKind symbol
+    severity: str
+    occurred_at: int
+    summary: str
+    tenant_id: int
+    site_id: str
+    person_id: str | None
+
+    def to_avro(self) -> Record:
+        return {"event_id": self.event_id, "kind": self.kind, "severity": self.severity,
+                "occurred_at": self.occurred_at, "summary": self.summary}
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+
+
+def _summary(stem: str, r: Record) -> str:
+    if stem == "noc_alert":
+        return _clip(f"{r['alert_type']}: {r['message']}" if r.get("message") else str(r["alert_type"]))
+    if stem == "audit_finding":
+        return _clip(f"{r['finding_type']}: {r['evidence_summary']}")
+    if stem == "anomaly":
+        return _clip(f"{r['metric']} {r['observed']:.4g} vs expected {r['expected']:.4g} (z={r['score']:.2f})")
+    reasons = r.get("reasons") or []
+    why = f": {reasons[0]['description']}" if reasons else ""
+    return _clip(f"fraud probability {r['fraud_probability']:.2f} on {r['event_type']}{why}")
+
+
+def correlation_key(stem: str, record: Record) -> bytes:
+    """The grouping (and partition) key: the person, else the site."""
+    return person_key(int(record["tenant_id"]), record.get("person_id"), record.get("site_id"))
+
+
+def evidence_of(stem: str, record: Record, config: CorrelationConfig | None = None) -> Evidence | None:
+    """The piece of evidence a record contributes, or None when it is not correlation evidence."""
+    cfg = config or CorrelationConfig()
+    kind = KIND_OF_STEM.get(stem)
+    if kind is None:
+        return None
+    if stem == "fraud_score":
+        severity = FRAUD_SEVERITY[str(record["risk_level"])]
+        if RANK[severity] < RANK[cfg.fraud_min_risk]:
+            return None
+    else:
+        severity = str(record["severity"])
+    if RANK[severity] < RANK[cfg.min_severity]:
+        return None
+    return Evidence(evidence_id(stem, record), kind, severity, event_time(stem, record), _summary(stem, record),
+                    int(record["tenant_id"]), str(record["site_id"]), record.get("person_id"))
+
+
+@dataclass(slots=True)
+class Incident:
+    """An incident being built: pending (revision 0) until it has ``min_records`` pieces, then published."""
+
+    key: str
+    evidence: list[Evidence]
+    revision: int = 0
+    updated_at: int = 0
+
+    @property
+    def incident_id(self) -> str:
+        return stable_id("inc", self.key, self.evidence[0].event_id)
+
+    @property
+    def first_seen(self) -> int:
+        return min(e.occurred_at for e in self.evidence)
+
+    @property
+    def last_seen(self) -> int:
+        return max(e.occurred_at for e in self.evidence)
+
+    def close_at(self, cfg: CorrelationConfig) -> int:
+        return min(self.last_seen + cfg.inactivity_ms, self.first_seen + cfg.max_duration_ms)
+
+    def accepts(self, ev: Evidence, cfg: CorrelationConfig) -> bool:
+        first, last, t = self.first_seen, self.last_seen, ev.occurred_at
+        return (first - cfg.window_ms <= t <= last + cfg.window_ms
+                and t < self.close_at(cfg)
+                and max(last, t) - min(first, t) <= cfg.max_duration_ms
+                and len(self.evidence) < cfg.max_evidence)
+
+    def to_avro(self, status: str) -> Record:
+        kinds = sorted({e.kind for e in self.evidence})
+        top = max(RANK[e.severity] for e in self.evidence)
+        combined = SEVERITIES[min(top + (1 if len(kinds) >= AGREEING_KINDS else 0), len(SEVERITIES) - 1)]
+        lead = next(e for e in self.evidence if RANK[e.severity] == top)
+        first = self.evidence[0]
+        title = f"{combined} {lead.kind}: {lead.summary}"
+        if len(self.evidence) > 1:
+            title += f" (+{len(self.evidence) - 1} more: {', '.join(kinds)})"
+        return {
+            "incident_id": self.incident_id, "tenant_id": first.tenant_id, "site_id": first.site_id,
+            "person_id": first.person_id, "status": status, "combined_severity": combined, "kinds": kinds,
+            "related_event_ids": [e.event_id for e in self.evidence],
+            "evidence": [e.to_avro() for e in self.evidence], "title": _clip(title),
+            "first_seen": self.first_seen, "last_seen": self.last_seen, "revision": self.revision,
+            "updated_at": self.updated_at,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "rev": self.revision, "upd": self.updated_at,
+                "ev": [[e.event_id, e.kind, e.severity, e.occurred_at, e.summary, e.tenant_id, e.site_id, e.person_id]
+                       for e in self.evidence]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        ev = [Evidence(str(a), str(b), str(c), int(t), str(s), int(ten), str(site), p)
+              for a, b, c, t, s, ten, site, p in d["ev"]]
+        return cls(str(d["key"]), ev, int(d["rev"]), int(d["upd"]))
+
+
+@dataclass(slots=True)
+class CorrelationState:
+    """Everything the correlator keeps for one key. ``to_dict`` is plain JSON-able data for a Faust table."""
+
+    incidents: list[Incident] = field(default_factory=list)  # open or pending, oldest first
+    seen: dict[str, int] = field(default_factory=dict)  # evidence id of closed incidents -> its event time
+
+    def is_empty(self) -> bool:
+        return not self.incidents and not self.seen
+
+    def knows(self, event_id: str) -> bool:
+        return event_id in self.seen or any(e.event_id == event_id for i in self.incidents for e in i.evidence)
+
+    def next_deadline(self, config: CorrelationConfig | None = None) -> int | None:
+        """Earliest watermark at which :meth:`Correlator.on_watermark` would change this state."""
+        cfg = config or CorrelationConfig()
+        times = [i.close_at(cfg) for i in self.incidents]
+        if self.seen:
+            times.append(min(self.seen.values()) + cfg.dedupe_horizon_ms)
+        return min(times) if times else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": STATE_VERSION, "incidents": [i.to_dict() for i in self.incidents], "seen": dict(self.seen)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CorrelationState:
+        if not d:
+            return cls()
+        if d.get("v") != STATE_VERSION:
+            raise ValueError(f"unknown correlation state version {d.get('v')!r}")
+        return cls([Incident.from_dict(i) for i in d["incidents"]], {str(k): int(v) for k, v in d["seen"].items()})
+
+
+class Correlator:
+    """The per-key rules. Methods mutate the given state and return the records to produce."""
+
+    def __init__(self, config: CorrelationConfig | None = None) -> None:
+        self.config = config or CorrelationConfig()
+
+    def on_record(self, state: CorrelationState, stem: str, record: Record) -> list[Out]:
+        cfg = self.config
+        ev = evidence_of(stem, record, cfg)
+        if ev is None or state.knows(ev.event_id):
+            return []
+        key = correlation_key(stem, record)
+        joinable = [i for i in state.incidents if i.accepts(ev, cfg)]
+        if joinable:
+            inc = max(joinable, key=lambda i: (i.last_seen, i.first_seen))
+            inc.evidence.append(ev)
+        else:
+            inc = Incident(key.decode(), [ev])
+            state.incidents.append(inc)
+        if inc.revision == 0 and len(inc.evidence) < cfg.min_records:
+            return []
+        inc.revision += 1
+        inc.updated_at = max(inc.updated_at, inc.last_seen)  # the latest event time known; never goes back
+        return [Out("incidents", key, "correlated_incident", inc.to_avro("OPEN"))]
+
+    def on_watermark(self, state: CorrelationState, watermark_ms: int) -> list[Out]:
+        """Close incidents whose close time the watermark has passed; forget expired dedupe ids."""
+        cfg = self.config
+        outs: list[Out] = []
+        keep: list[Incident] = []
+        for inc in state.incidents:
+            due = inc.close_at(cfg)
+            if due > watermark_ms:
+                keep.append(inc)
+                continue
+            if inc.revision > 0:
+                inc.revision += 1
+                inc.updated_at = max(inc.updated_at, due)
+                outs.append(Out("incidents", inc.key.encode(), "correlated_incident", inc.to_avro("CLOSED")))
+            for e in inc.evidence:
+                state.seen[e.event_id] = e.occurred_at
+        state.incidents = keep
+        horizon = watermark_ms - cfg.dedupe_horizon_ms
+        seen = {k: t for k, t in state.seen.items() if t > horizon}
+        if len(seen) > cfg.max_remembered:  # bounded: keep the newest ids
+            newest = sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))[-cfg.max_remembered:]
+            seen = dict(newest)
+        state.seen = seen
+        return outs
+
+
+class CorrelationEngine:
+    """Drives a :class:`Correlator` over many keys in memory (replays, tests, a simple edge)."""
+
+    def __init__(self, config: CorrelationConfig | None = None) -> None:
+        self.correlator = Correlator(config)
+        self.states: dict[bytes, CorrelationState] = {}
+
+    @property
+    def config(self) -> CorrelationConfig:
+        return self.correlator.config
+
+    def process(self, stem: str, record: Record) -> list[Out]:
+        if stem not in KIND_OF_STEM:
+            return []
+        key = correlation_key(stem, record)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = CorrelationState()
+        outs = self.correlator.on_record(state, stem, record)
+        if state.is_empty():
+            del self.states[key]
+        return outs
+
+    def advance(self, watermark_ms: int) -> list[Out]:
+        """Apply the watermark to every key that has something due, in key order (deterministic)."""
+        outs: list[Out] = []
+        for key in sorted(self.states):
+            state = self.states[key]
+            deadline = state.next_deadline(self.config)
+            if deadline is not None and deadline <= watermark_ms:
+                outs.extend(self.correlator.on_watermark(state, watermark_ms))
+                if state.is_empty():
+                    del self.states[key]
+        return outs
+
+    def open_incidents(self) -> int:
+        return sum(1 for s in self.states.values() for i in s.incidents if i.revision > 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k.decode(): s.to_dict() for k, s in sorted(self.states.items())}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], config: CorrelationConfig | None = None) -> CorrelationEngine:
+        eng = cls(config)
+        eng.states = {k.encode(): CorrelationState.from_dict(v) for k, v in d.items()}
+        return eng
