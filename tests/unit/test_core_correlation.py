@@ -1,0 +1,292 @@
+"""Correlation engine: grouping, severity, revisions, closing, duplicates, state round trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import serde
+from schemas.topics import person_key
+from streams.core.correlation import (
+    CorrelationConfig,
+    CorrelationEngine,
+    CorrelationState,
+    Correlator,
+    evidence_of,
+)
+from streams.core.ids import stable_id
+from streams.core.types import Out, Record
+
+T0 = 1_793_577_600_000  # 2026-11-01T00:00Z
+MIN = 60_000
+HOUR = 60 * MIN
+
+
+# -- record factories (also used by the escalation, feed and validation tests) --------------------------
+
+def alert(eid: str, at: int, person: str | None = "p1", severity: str = "MEDIUM", site: str = "s1",
+          tenant: int = 1, kind: str = "GEOFENCE_BREACH") -> Record:
+    return {"event_id": eid, "tenant_id": tenant, "site_id": site, "person_id": person, "occurred_at": at,
+            "received_at": at + 500, "alert_type": kind, "severity": severity, "message": f"{kind} {eid}",
+            "source": "noc"}
+
+
+def finding(eid: str, at: int, person: str | None = "p1", severity: str = "HIGH", site: str = "s1",
+            tenant: int = 1) -> Record:
+    return {"event_id": eid, "tenant_id": tenant, "site_id": site, "person_id": person, "occurred_at": at,
+            "received_at": at + 1000, "finding_type": "SLEEPING_ON_DUTY", "severity": severity,
+            "evidence_summary": f"asleep at post ({eid})", "auditor_id": "aud-1",
+            "evidence_urls": [f"https://evidence.example/{eid}/0.jpg"]}
+
+
+def anomaly(aid: str, at: int, person: str | None = "p1", severity: str = "HIGH", site: str = "s1",
+            tenant: int = 1) -> Record:
+    return {"anomaly_id": aid, "tenant_id": tenant, "site_id": site, "person_id": person, "window_id": f"w-{aid}",
+            "baseline_id": "b1", "metric": "phone_events", "observed": 42.0, "expected": 10.0, "stddev": 4.0,
+            "threshold": 3.0, "score": 8.0, "severity": severity, "window_start": at - 5 * MIN, "window_end": at}
+
+
+def fraud(sid: str, at: int, prob: float = 0.9, person: str = "p1", site: str = "s1", tenant: int = 1) -> Record:
+    level = "CRITICAL" if prob >= 0.8 else "HIGH" if prob >= 0.6 else "MEDIUM" if prob >= 0.3 else "LOW"
+    return {"score_id": sid, "event_id": f"att-{sid}", "tenant_id": tenant, "site_id": site, "person_id": person,
+            "device_id": "d1", "shift_id": None, "event_type": "CHECK_IN", "occurred_at": at,
+            "fraud_probability": prob, "risk_level": level, "model_version": "rules-v1",
+            "reasons": [{"feature": "distance_m", "value": 812.0, "contribution": 1.7,
+                         "description": "checked in 812 m outside the geofence"}],
+            "feature_names": ["distance_m", "gps_accuracy_m"], "features": [812.0, float("nan")]}
+
+
+def encodes(outs: list[Out]) -> list[bytes]:
+    """Every Out must fit its Avro schema; returns the encoded bytes (for determinism checks)."""
+    return [serde.encode(o.stem, o.record) for o in outs]
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+
+def test_records_within_window_fold_into_one_incident_with_revisions() -> None:
+    eng = CorrelationEngine()
+    o1 = eng.process("noc_alert", alert("a1", T0))
+    o2 = eng.process("anomaly", anomaly("n1", T0 + 10 * MIN))
+    o3 = eng.process("audit_finding", finding("f1", T0 + 20 * MIN))  # within 15 min of last_seen
+    outs = o1 + o2 + o3
+    encodes(outs)
+    assert [o.topic for o in outs] == ["incidents"] * 3
+    ids = {o.record["incident_id"] for o in outs}
+    assert len(ids) == 1
+    assert [o.record["revision"] for o in outs] == [1, 2, 3]
+    last = o3[0].record
+    assert last["status"] == "OPEN"
+    assert last["related_event_ids"] == ["a1", "n1", "f1"]
+    assert last["kinds"] == ["ANOMALY", "AUDIT_FINDING", "NOC_ALERT"]
+    assert (last["first_seen"], last["last_seen"]) == (T0, T0 + 20 * MIN)
+    assert last["updated_at"] == T0 + 20 * MIN
+    assert o1[0].key == person_key(1, "p1", "s1") == b"1:p1"
+    assert last["incident_id"] == stable_id("inc", "1:p1", "a1")
+
+
+def test_record_outside_window_starts_new_incident_and_old_one_still_closes() -> None:
+    eng = CorrelationEngine()
+    first = eng.process("noc_alert", alert("a1", T0))[0].record
+    second = eng.process("noc_alert", alert("a2", T0 + 16 * MIN))[0].record
+    assert second["incident_id"] != first["incident_id"]
+    assert second["revision"] == 1
+    closed = eng.advance(T0 + 60 * MIN)
+    assert [(o.record["incident_id"], o.record["status"], o.record["revision"]) for o in closed] == [
+        (first["incident_id"], "CLOSED", 2)]
+    assert closed[0].record["updated_at"] == T0 + 60 * MIN
+    closed2 = eng.advance(T0 + 76 * MIN)
+    assert [o.record["incident_id"] for o in closed2] == [second["incident_id"]]
+    assert all(not s.incidents for s in eng.states.values())  # only dedupe ids remain
+
+
+def test_different_people_and_person_less_records_group_by_site() -> None:
+    eng = CorrelationEngine()
+    a = eng.process("noc_alert", alert("a1", T0, person="p1"))[0]
+    b = eng.process("noc_alert", alert("a2", T0 + MIN, person="p2"))[0]
+    c = eng.process("noc_alert", alert("a3", T0 + MIN, person=None, site="s1", kind="DOOR_FORCED"))[0]
+    d = eng.process("audit_finding", finding("f1", T0 + 2 * MIN, person=None, site="s1"))[0]
+    e = eng.process("audit_finding", finding("f2", T0 + 2 * MIN, person=None, site="s2"))[0]
+    assert len({a.record["incident_id"], b.record["incident_id"], c.record["incident_id"],
+                e.record["incident_id"]}) == 4
+    assert d.record["incident_id"] == c.record["incident_id"] and d.record["revision"] == 2
+    assert c.key == b"1:site:s1" and c.record["person_id"] is None
+    other_tenant = eng.process("noc_alert", alert("a9", T0, person="p1", tenant=2))[0]
+    assert other_tenant.key == b"2:p1" and other_tenant.record["revision"] == 1
+
+
+def test_duplicate_delivery_neither_opens_nor_counts_twice() -> None:
+    eng = CorrelationEngine()
+    rec = alert("a1", T0)
+    assert len(eng.process("noc_alert", rec)) == 1
+    assert eng.process("noc_alert", dict(rec)) == []
+    eng.process("anomaly", anomaly("n1", T0 + MIN))
+    assert eng.process("anomaly", anomaly("n1", T0 + MIN)) == []
+    closed = eng.advance(T0 + 2 * HOUR)
+    assert closed[0].record["related_event_ids"] == ["a1", "n1"]
+    # redelivered after the incident closed: remembered, still nothing
+    assert eng.process("noc_alert", rec) == []
+    # ... until the dedupe horizon has passed
+    eng.advance(T0 + 25 * HOUR)
+    assert eng.states == {}
+
+
+def test_combined_severity_highest_and_raised_when_three_kinds_agree() -> None:
+    eng = CorrelationEngine()
+    r1 = eng.process("noc_alert", alert("a1", T0, severity="LOW"))[0].record
+    assert r1["combined_severity"] == "LOW"
+    r2 = eng.process("anomaly", anomaly("n1", T0 + MIN, severity="MEDIUM"))[0].record
+    assert r2["combined_severity"] == "MEDIUM"  # highest of two kinds, not raised
+    r3 = eng.process("audit_finding", finding("f1", T0 + 2 * MIN, severity="LOW"))[0].record
+    assert r3["combined_severity"] == "HIGH"  # three kinds agree: MEDIUM raised one level
+    r4 = eng.process("fraud_score", fraud("x1", T0 + 3 * MIN, prob=0.85))[0].record
+    assert r4["combined_severity"] == "CRITICAL"  # CRITICAL stays CRITICAL when raised
+    assert r4["kinds"] == ["ANOMALY", "AUDIT_FINDING", "FRAUD_SCORE", "NOC_ALERT"]
+    assert r4["title"].startswith("CRITICAL FRAUD_SCORE: fraud probability 0.85")
+    encodes([Out("incidents", b"k", "correlated_incident", r) for r in (r1, r2, r3, r4)])
+
+
+def test_same_kind_three_times_is_not_raised() -> None:
+    eng = CorrelationEngine()
+    outs = [eng.process("noc_alert", alert(f"a{i}", T0 + i * MIN, severity="HIGH"))[0] for i in range(3)]
+    assert outs[-1].record["combined_severity"] == "HIGH"
+
+
+def test_fraud_score_severity_mapping_and_low_scores_ignored() -> None:
+    cfg = CorrelationConfig()
+    assert evidence_of("fraud_score", fraud("x", T0, prob=0.5), cfg) is None  # MEDIUM
+    high = evidence_of("fraud_score", fraud("x", T0, prob=0.7), cfg)
+    crit = evidence_of("fraud_score", fraud("x", T0, prob=0.95), cfg)
+    assert high is not None and high.severity == "HIGH" and high.kind == "FRAUD_SCORE"
+    assert crit is not None and crit.severity == "CRITICAL"
+    assert evidence_of("ticket", {"event_id": "t"}, cfg) is None
+    strict = CorrelationConfig(min_severity="HIGH")
+    assert evidence_of("noc_alert", alert("a", T0, severity="MEDIUM"), strict) is None
+    eng = CorrelationEngine()
+    assert eng.process("fraud_score", fraud("x", T0, prob=0.5)) == []
+    assert eng.states == {}
+    assert eng.process("ticket", {"tenant_id": 1}) == []
+
+
+def test_min_records_rule_holds_back_until_n_and_drops_quiet_groups() -> None:
+    eng = CorrelationEngine(CorrelationConfig(min_records=3))
+    assert eng.process("noc_alert", alert("a1", T0)) == []
+    assert eng.process("noc_alert", alert("a2", T0 + MIN)) == []
+    out = eng.process("anomaly", anomaly("n1", T0 + 2 * MIN))
+    assert len(out) == 1 and out[0].record["revision"] == 1
+    assert out[0].record["related_event_ids"] == ["a1", "a2", "n1"]
+    assert out[0].record["incident_id"] == stable_id("inc", "1:p1", "a1")
+    # a pending group of one that goes quiet produces nothing at all
+    assert eng.process("noc_alert", alert("b1", T0, person="p2")) == []
+    closed = eng.advance(T0 + 3 * HOUR)
+    assert [o.record["status"] for o in closed] == ["CLOSED"]
+    assert eng.process("noc_alert", alert("b1", T0, person="p2")) == []  # remembered as seen
+
+
+def test_duration_cap_closes_and_opens_a_new_incident() -> None:
+    cfg = CorrelationConfig(max_duration_ms=35 * MIN)
+    eng = CorrelationEngine(cfg)
+    ids = []
+    for i in range(6):  # every 10 minutes for 50 minutes: would chain forever without the cap
+        outs = eng.process("noc_alert", alert(f"a{i}", T0 + i * 10 * MIN))
+        outs += eng.advance(T0 + i * 10 * MIN)
+        ids.append([(o.record["incident_id"], o.record["status"]) for o in outs])
+    first = ids[0][0][0]
+    assert all(x[0][0] == first for x in ids[:4])  # 0..30 min
+    assert ids[4][0] != (first, "OPEN")  # 40 min: past the cap, a new incident ...
+    assert (first, "CLOSED") in ids[4]  # ... and the capped one closed at first_seen + 35 min
+    assert ids[5] == [(ids[4][0][0], "OPEN")]
+
+
+def test_max_evidence_cap_bounds_an_incident() -> None:
+    eng = CorrelationEngine(CorrelationConfig(max_evidence=3))
+    outs = [eng.process("noc_alert", alert(f"a{i}", T0 + i * 1000))[0].record for i in range(4)]
+    assert outs[2]["revision"] == 3 and len(outs[2]["evidence"]) == 3
+    assert outs[3]["incident_id"] != outs[0]["incident_id"]
+
+
+def test_out_of_order_evidence_joins_and_moves_first_seen_back() -> None:
+    eng = CorrelationEngine()
+    eng.process("noc_alert", alert("a1", T0 + 10 * MIN))
+    r = eng.process("anomaly", anomaly("n1", T0))[0].record
+    assert r["first_seen"] == T0 and r["last_seen"] == T0 + 10 * MIN
+    assert r["updated_at"] == T0 + 10 * MIN and r["revision"] == 2
+    assert r["related_event_ids"] == ["a1", "n1"]  # arrival order
+
+
+def test_record_after_close_time_opens_new_incident_even_before_watermark() -> None:
+    eng = CorrelationEngine(CorrelationConfig(window_ms=2 * HOUR, inactivity_ms=HOUR))
+    a = eng.process("noc_alert", alert("a1", T0))[0].record
+    b = eng.process("noc_alert", alert("a2", T0 + 61 * MIN))[0].record  # in window, but a1 is due to close
+    assert a["incident_id"] != b["incident_id"]
+
+
+def test_state_round_trip_mid_stream_gives_identical_output() -> None:
+    records = [("noc_alert", alert("a1", T0)), ("anomaly", anomaly("n1", T0 + 5 * MIN)),
+               ("fraud_score", fraud("x1", T0 + 7 * MIN)), ("audit_finding", finding("f1", T0 + 9 * MIN)),
+               ("noc_alert", alert("a2", T0 + 9 * MIN, person=None))]
+    straight = CorrelationEngine()
+    out1 = [o for s, r in records for o in straight.process(s, r)] + straight.advance(T0 + 3 * HOUR)
+    resumed = CorrelationEngine()
+    out2 = [o for s, r in records[:2] for o in resumed.process(s, r)]
+    import json
+
+    resumed = CorrelationEngine.from_dict(json.loads(json.dumps(resumed.to_dict())))  # through plain JSON
+    out2 += [o for s, r in records[2:] for o in resumed.process(s, r)] + resumed.advance(T0 + 3 * HOUR)
+    assert encodes(out1) == encodes(out2)
+    assert [o.key for o in out1] == [o.key for o in out2]
+
+
+def test_determinism_same_input_same_bytes() -> None:
+    def run() -> list[bytes]:
+        eng = CorrelationEngine()
+        outs: list[Out] = []
+        for i in range(30):
+            person = f"p{i % 4}" if i % 5 else None
+            outs += eng.process("noc_alert", alert(f"a{i}", T0 + i * 3 * MIN, person=person,
+                                                   severity=("LOW", "HIGH", "MEDIUM")[i % 3]))
+            outs += eng.process("anomaly", anomaly(f"n{i}", T0 + i * 3 * MIN + 1, person=person))
+            outs += eng.advance(T0 + i * 3 * MIN - 30 * MIN)
+        outs += eng.advance(T0 + 10 * HOUR)
+        return encodes(outs)
+
+    assert run() == run()
+
+
+def test_correlator_per_key_api_and_deadlines() -> None:
+    c = Correlator()
+    state = CorrelationState()
+    assert state.next_deadline() is None and state.is_empty()
+    c.on_record(state, "noc_alert", alert("a1", T0))
+    assert state.next_deadline(c.config) == T0 + HOUR
+    assert c.on_watermark(state, T0 + HOUR - 1) == []
+    out = c.on_watermark(state, T0 + HOUR)
+    assert out[0].record["status"] == "CLOSED"
+    assert state.next_deadline(c.config) == T0 + 24 * HOUR  # the dedupe id expires then
+    c.on_watermark(state, T0 + 24 * HOUR)
+    assert state.is_empty()
+    assert CorrelationState.from_dict(None).is_empty()
+    with pytest.raises(ValueError):
+        CorrelationState.from_dict({"v": 99})
+
+
+def test_remembered_ids_are_bounded() -> None:
+    c = Correlator(CorrelationConfig(max_remembered=10))
+    state = CorrelationState()
+    for i in range(30):
+        c.on_record(state, "noc_alert", alert(f"a{i:02d}", T0 + i * 20 * MIN))
+    c.on_watermark(state, T0 + 20 * HOUR)
+    assert len(state.seen) == 10 and "a29" in state.seen
+
+
+@pytest.mark.parametrize("kwargs", [dict(window_ms=0), dict(min_records=0), dict(min_records=5, max_evidence=3),
+                                    dict(min_severity="SEVERE")])
+def test_config_is_validated(kwargs: dict[str, int | str]) -> None:
+    with pytest.raises(ValueError):
+        CorrelationConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_engine_counts_open_incidents() -> None:
+    eng = CorrelationEngine(CorrelationConfig(min_records=2))
+    eng.process("noc_alert", alert("a1", T0))
+    assert eng.open_incidents() == 0
+    eng.process("noc_alert", alert("a2", T0 + MIN))
+    assert eng.open_incidents() == 1
