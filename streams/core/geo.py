@@ -1,0 +1,41 @@
+"""Geometry for telemetry: great-circle distance and a movement odometer that ignores GPS jitter."""
+
+from __future__ import annotations
+
+import math
+
+EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
+
+# A fix: (occurred_at ms, lat, lon, accuracy m). Accuracy 0 when the phone did not report one.
+Fix = tuple[int, float, float, float]
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def odometer(anchor: Fix | None, fixes: list[Fix]) -> tuple[float, Fix | None]:
+    """Distance walked along ``fixes`` (already in time order) starting from ``anchor``; returns it and the
+    new anchor.
+
+    A move counts only when it is longer than the larger of the two fixes' accuracy radii: two fixes that
+    close could be the same spot, so standing still with a wandering fix adds nothing. The anchor stays at
+    the last accepted fix (slow walking still adds up once it leaves the radius), but a more accurate fix
+    within the radius replaces it, so one poor fix (a cell-tower position) does not freeze the odometer.
+    """
+    total = 0.0
+    for fix in fixes:
+        if anchor is None:
+            anchor = fix
+            continue
+        d = haversine_m(anchor[1], anchor[2], fix[1], fix[2])
+        if d > max(anchor[3], fix[3]):
+            total += d
+            anchor = fix
+        elif fix[3] < anchor[3]:
+            anchor = fix
+    return total, anchor
