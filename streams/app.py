@@ -1,0 +1,284 @@
+"""The Faust worker: thin agents that hand consumed bytes to the sans-I/O pipeline and produce its output.
+
+* One agent (concurrency 1) reads the co-partitioned person-keyed inputs (attendance, activity, alerts,
+  audit-findings) in micro-batches (``stream.take_events``) and calls :meth:`Pipeline.process`.
+* A second agent reads ``tickets`` (keyed by ticket, not co-partitioned) and forwards them to the feed.
+* All per-key state is in one Faust table (memory store + changelog topic), written per partition with
+  explicit changelog partitions; see :mod:`streams.core.pipeline` for the keys and the recovery design.
+* Reference data and model events are read outside the consumer group by :class:`streams.refs.RefTail`.
+* Raw bytes in and out (``value_serializer="raw"``); ``schemas.serde`` decodes and encodes.
+
+At-least-once: per batch, outputs are produced and their delivery awaited, then the state changes (offset
+marker last) are written to the changelog and awaited, and only then are the batch's events acked (Faust
+commits acked offsets). No exactly_once, no agent concurrency > 1 (see the notes on Faust pitfalls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from models.reload import on_model_event
+from models.scoring import ModelCache
+from schemas.serde import DecodeError, SchemaStore
+from schemas.topics import BY_SHORT, topic
+from streams.core.feed import feed_events
+from streams.core.pipeline import INPUT_STEMS, Incoming, Pipeline, PipelineConfig, References, Result
+from streams.core.types import Out
+from streams.core.validate import dead_letter_for_decode_error
+from streams.metrics import WorkerMetrics
+from streams.refs import RefTail
+
+log = logging.getLogger("streams.worker")
+
+OUTPUT_TOPICS = ("signal-windows", "baselines", "anomalies", "incidents", "fraud-scores", "ticket-commands",
+                 "finding-escalations", "events", "dead-letters")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    bootstrap: str
+    namespace: str
+    metrics_port: int = 0  # 0: no HTTP endpoint
+    batch_size: int = 2000
+    batch_within_s: float = 0.05
+    data_dir: Path = Path(".cache/faust")
+    component: str = "noc-worker"
+    log_level: str = "info"
+
+    @property
+    def app_id(self) -> str:
+        # Prefixed by the namespace so the changelog topic lives (and is deleted) with the namespace.
+        return f"{self.namespace}.noc-worker"
+
+
+class TableStore:
+    """The pipeline's :class:`Store` over a Faust table with raw bytes keys and orjson values.
+
+    Writes go to the in-memory store and to the changelog partition the pipeline names (the state of
+    input partition ``p`` is in changelog partition ``p``); their delivery futures are kept so the edge
+    can await them before acking the batch.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.pending: list[Any] = []
+
+    @property
+    def data(self) -> Any:
+        return self.table.data
+
+    def get(self, key: str) -> Any:
+        raw = self.data.get(key.encode())
+        return None if raw is None else orjson.loads(raw)
+
+    def put(self, partition: int, key: str, value: Any) -> None:
+        k, v = key.encode(), orjson.dumps(value)
+        self.data[k] = v
+        self.pending.append(self.table.send_changelog(partition, k, v))
+
+    def delete(self, partition: int, key: str) -> None:
+        k = key.encode()
+        self.data.pop(k, None)
+        self.pending.append(self.table.send_changelog(partition, k, None, value_serializer="raw"))
+
+    def keys(self) -> Iterable[str]:
+        return [k.decode() for k in list(self.data.keys())]
+
+    async def drain(self) -> None:
+        if self.pending:
+            futs, self.pending = self.pending, []
+            await asyncio.gather(*futs)
+
+
+class Worker:
+    """Everything one worker process holds: the Faust app, the pipeline, the reference tail, metrics."""
+
+    def __init__(self, settings: WorkerSettings, config: PipelineConfig | None = None) -> None:
+        self.settings = settings
+        s = settings
+        self.schemas = SchemaStore()
+        self.models = ModelCache()
+        self.refs = References()
+        self.pipeline = Pipeline(self.refs, self.models, config or PipelineConfig(component=s.component),
+                                 self.schemas, timer=time.perf_counter)
+        self.metrics = WorkerMetrics()
+        self.app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.bootstrap}",
+            store="memory://",
+            datadir=str(s.data_dir / s.namespace),
+            autodiscover=False,
+            web_enabled=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            topic_partitions=BY_SHORT["attendance"].partitions,
+            topic_replication_factor=1,
+            topic_allow_declare=True,
+            broker_commit_every=10_000,
+            broker_commit_interval=1.0,
+            stream_buffer_maxsize=16_384,
+            producer_linger_ms=5,
+            producer_max_request_size=4_000_000,
+            table_standby_replicas=0,
+            logging_config=None,
+        )
+        self.short_of = {topic(short, s.namespace): short for short in [*list(INPUT_STEMS), "tickets"]}
+        self.inputs = self.app.topic(*(topic(short, s.namespace) for short in INPUT_STEMS),
+                                     key_serializer="raw", value_serializer="raw")
+        self.tickets = self.app.topic(topic("tickets", s.namespace), key_serializer="raw", value_serializer="raw")
+        self.outputs = {short: self.app.topic(topic(short, s.namespace), key_serializer="raw",
+                                              value_serializer="raw") for short in OUTPUT_TOPICS}
+        self.table = self.app.Table("state", default=None, partitions=BY_SHORT["attendance"].partitions,
+                                    key_serializer="raw", value_serializer="raw")
+        self.store = TableStore(self.table)
+        self.next_offset: dict[TP, int] = {}
+        self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
+        self.app.agent(self.inputs, name="pipeline", concurrency=1)(self._pipeline_agent)
+        self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
+        self.app.timer(2.0)(self._report_lag)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]  # faust stub shape
+
+    # -- reference data ------------------------------------------------------------------------------
+
+    def _apply_ref(self, short: str, key: bytes | None, value: bytes | None) -> None:
+        if short == "model-events":
+            outcome = on_model_event(self.models, value)
+            if outcome.error:
+                log.warning("model event not applied: %s", outcome.error)
+            elif outcome.changed:
+                log.info("model for tenant %s is now %s", outcome.tenant_id, outcome.model_version)
+            return
+        if not self.pipeline.apply_reference(short, value):
+            log.warning("undecodable record on %s (key %r) ignored", short, key)
+
+    def load_references(self) -> int:
+        n = self.ref_tail.load()
+        self.refs.mark_loaded()
+        self.ref_tail.start()
+        return n
+
+    # -- agents ----------------------------------------------------------------------------------------
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        self.pipeline.forget_partitions()  # indexes are rebuilt from the table for whatever comes back
+
+    async def _pipeline_agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_within_s):
+            t0 = time.perf_counter()
+            batch = []
+            for ev in events:
+                m = ev.message
+                batch.append(Incoming(self.short_of[m.topic], m.partition, m.offset, m.key, m.value,
+                                      round(m.timestamp * 1000)))
+                self.next_offset[TP(m.topic, m.partition)] = m.offset + 1
+            result = self.pipeline.process(self.store, batch, int(time.time() * 1000), self.settings.namespace)
+            await self._produce(result.outs)
+            result.commit()
+            await self.store.drain()
+            self._count(result, time.perf_counter() - t0)
+
+    async def _tickets_agent(self, stream: Any) -> None:
+        ns = self.settings.namespace
+        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_within_s):
+            outs: list[Out] = []
+            for ev in events:
+                m = ev.message
+                self.metrics.events.labels("tickets").inc()
+                try:
+                    _, rec = self.schemas.decode(m.value, expected="ticket")
+                except DecodeError as err:
+                    outs.append(dead_letter_for_decode_error(
+                        err, source_topic=topic("tickets", ns), partition=m.partition, offset=m.offset,
+                        component=self.settings.component, key=m.key, value=m.value,
+                        record_timestamp=round(m.timestamp * 1000)))
+                    self.metrics.dead_letters.labels(err.reason).inc()
+                    continue
+                outs.extend(feed_events("ticket", rec))
+            await self._produce(outs)
+
+    async def _produce(self, outs: list[Out]) -> None:
+        futs = []
+        for out in outs:
+            value = self.schemas.encode(out.stem, out.record)
+            futs.append(await self.outputs[out.topic].send(key=out.key, value=value))
+            self.metrics.outputs.labels(out.topic).inc()
+        if futs:
+            await asyncio.gather(*futs)
+
+    def _count(self, r: Result, seconds: float) -> None:
+        m = self.metrics
+        for t, n in r.processed.items():
+            m.events.labels(t).inc(n)
+        for reason, n in r.dead_letters.items():
+            m.dead_letters.labels(reason).inc(n)
+        m.late.inc(r.late)
+        m.redelivered.inc(r.skipped)
+        m.predictions.inc(r.scored)
+        if r.scored and r.score_seconds:
+            per = r.score_seconds / r.scored
+            for _ in range(r.scored):
+                m.prediction_latency.observe(per)
+        m.fraud_detections.inc(r.fraud_detections)
+        m.fraud_tickets.inc(r.fraud_tickets)
+        m.batch_seconds.observe(seconds)
+
+    async def _report_lag(self) -> None:
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in self.short_of:
+                continue
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            nxt = self.next_offset.get(tp)
+            if nxt is None:  # nothing consumed yet on this partition: the backlog is everything not yet read
+                continue
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - nxt))
+
+
+def run(settings: WorkerSettings) -> int:
+    """Load reference data, start the metrics endpoint, run the Faust worker until stopped."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    worker = Worker(settings)
+    n = worker.load_references()
+    log.info("reference data loaded: %d records", n)
+    if settings.metrics_port:
+        worker.metrics.serve(settings.metrics_port)
+    fw = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    try:
+        fw.execute_from_commandline()
+    finally:
+        worker.ref_tail.stop()
+    return 0
+
+
+def worker_command(namespace: str, bootstrap: str | None = None, metrics_port: int = 0,
+                   extra: Iterable[str] = ()) -> list[str]:
+    """The command line that starts a worker as a subprocess (used by the demo and the tests)."""
+    cmd = [sys.executable, "-m", "streams.cli", "worker", "--namespace", namespace]
+    if bootstrap:
+        cmd += ["--bootstrap", bootstrap]
+    if metrics_port:
+        cmd += ["--metrics-port", str(metrics_port)]
+    return cmd + list(extra)
+
+
+def worker_env(home: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if home is not None:
+        env["NOC_HOME"] = str(home)
+    return env

@@ -1,0 +1,47 @@
+"""``noc worker``: run the stream worker (Faust) against ``NOC_BOOTSTRAP`` and ``NOC_NAMESPACE``.
+
+Also runnable without the ``noc`` entry point: ``python -m streams.cli worker --namespace t123``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from infra.config import settings
+
+    s = settings()
+    p = sub.add_parser("worker", help="run the stream worker (windows, anomalies, correlation, fraud scoring)")
+    p.add_argument("--bootstrap", default=s.bootstrap, help="Kafka bootstrap servers (NOC_BOOTSTRAP)")
+    p.add_argument("--namespace", default=s.namespace, help="topic namespace (NOC_NAMESPACE)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
+    p.add_argument("--batch-size", type=int, default=2000, help="records per micro-batch (stream.take_events)")
+    p.add_argument("--batch-within", type=float, default=0.05, help="max seconds to wait to fill a batch")
+    p.add_argument("--data-dir", type=Path, default=s.home / "faust", help="Faust data directory")
+    p.add_argument("--component", default="noc-worker", help="name written into dead letters")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from streams.app import WorkerSettings, run
+
+    return run(WorkerSettings(bootstrap=args.bootstrap, namespace=args.namespace, metrics_port=args.metrics_port,
+                              batch_size=args.batch_size, batch_within_s=args.batch_within, data_dir=args.data_dir,
+                              component=args.component, log_level=args.log_level))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streams")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,541 @@
+"""Composition of the core components: which record goes to which component, per-key state, the clock.
+
+The worker (``streams.app``) hands each consumed Kafka record to :meth:`Pipeline.process` together with a
+:class:`Store` (a Faust table in the worker, a dict in tests) and produces what comes back. Everything
+here is sans-I/O and uses event time only.
+
+Per partition ``p`` of the co-partitioned person-keyed inputs (attendance, activity, alerts,
+audit-findings), state lives under keys ``"<p>|<kind>|<id>"`` so it can be written to changelog
+partition ``p`` and rebuilt per partition:
+
+* ``<p>|wm``: per-topic watermarks (max event time seen on that topic's partition ``p``), the last
+  processed offset per topic (the *offset marker*), and the clock.
+* ``<p>|ps|<person>`` / ``<p>|dev|<device>``: fraud feature state (``models.features``). Device state is
+  partition-local: punches of two people on one device are only seen together when the two people share
+  a partition (a documented gap; ``device_registered`` from ref.people still flags foreign devices).
+* ``<p>|pend|<t>|<rank>|<id>``: non-activity records waiting for the clock.
+* ``<p>|corr|<key>``, ``<p>|esc|<key>``, ``<p>|win|<key>``: correlation, escalation, window state.
+
+**Clock and determinism.** The clock of partition ``p`` is the activity watermark of ``p`` minus the
+grace. Activity (the dense stream windows belong to) is applied on arrival; attendance, alerts and findings
+are held in ``pend`` until the clock passes their event time and then released in
+``(event time, topic rank, id)`` order, merged with the anomalies that closing windows produce at the same
+clock step. So results depend on the order *within* each topic partition (fixed by Kafka) and on event
+times, not on how Faust interleaves topics — provided a held-back record arrives before the activity clock
+passes it (true when replaying a backlog: the sparse topics are fetched ahead of activity; live, it holds
+up to the grace). A record later than ``grace`` behind the watermark of its *own* topic partition is LATE
+(dead-lettered), which also depends on that partition alone.
+
+**Redelivery.** After a crash Kafka redelivers from the committed offset. The offset marker in ``<p>|wm``
+is written last in each flush; records at or below it are skipped (their effects are already in the
+restored state), so state is not double-applied. Outputs of records above it are re-emitted with the same
+ids (every id is derived from the input), which downstream upserts absorb.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from models.features import DeviceState, PersonState, build_features, observe_activity, observe_attendance
+from models.scoring import ModelCache, score_records
+from schemas.serde import DecodeError, SchemaStore
+from schemas.topics import person_key
+from schemas.topics import topic as topic_name
+from streams.core.correlation import CorrelationConfig, CorrelationState, Correlator
+from streams.core.escalation import EscalationConfig, EscalationState, Escalator
+from streams.core.feed import feed_events
+from streams.core.ids import event_time, evidence_id
+from streams.core.types import Out, Record
+from streams.core.validate import (
+    ReferenceData,
+    ValidationConfig,
+    dead_letter,
+    dead_letter_for_decode_error,
+    validate,
+)
+from streams.core.windows import Observed, PersonWindows, WindowConfig
+
+MINUTE_MS = 60_000
+GRACE_MS = 2 * MINUTE_MS
+
+# The person-keyed inputs one pipeline partition reads, with the schema each carries.
+INPUT_STEMS: dict[str, str] = {
+    "attendance": "attendance_event",
+    "activity": "activity_signal",
+    "alerts": "noc_alert",
+    "audit-findings": "audit_finding",
+}
+# Tie-break of records with the same event time: the order a human would read them in.
+RANK: dict[str, int] = {"anomaly": 0, "noc_alert": 1, "audit_finding": 2, "attendance_event": 3}
+REF_STEMS: dict[str, str] = {"ref.sites": "site", "ref.people": "person", "ref.shifts": "shift"}
+
+
+class Store(Protocol):
+    """Per-key state as plain JSON-able values. The worker backs it with a changelogged Faust table."""
+
+    def get(self, key: str) -> Any: ...
+
+    def put(self, partition: int, key: str, value: Any) -> None: ...
+
+    def delete(self, partition: int, key: str) -> None: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+class DictStore:
+    """A :class:`Store` over a dict (tests, replays)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.writes = 0
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, partition: int, key: str, value: Any) -> None:
+        self.writes += 1
+        self.data[key] = value
+
+    def delete(self, partition: int, key: str) -> None:
+        self.writes += 1
+        self.data.pop(key, None)
+
+    def keys(self) -> Iterable[str]:
+        return list(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed Kafka record, as the edge saw it."""
+
+    topic: str  # catalogue short name, e.g. "attendance"
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int  # Kafka record timestamp, epoch ms
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    grace_ms: int = GRACE_MS
+    component: str = "noc-worker"
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+@dataclass(slots=True)
+class Result:
+    """What one call produced, plus counts the edge turns into metrics."""
+
+    outs: list[Out] = field(default_factory=list)
+    processed: Counter[str] = field(default_factory=Counter)  # by topic short name
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
+    skipped: int = 0  # redelivered records at or below the offset marker
+    late: int = 0
+    scored: int = 0
+    fraud_detections: int = 0  # scores >= the fraud threshold
+    fraud_tickets: int = 0
+    score_seconds: float = 0.0  # feature + scoring time, when the pipeline was given a timer
+    sessions: list[_Session] = field(default_factory=list)  # state writes, applied by commit()
+
+    def commit(self) -> None:
+        """Write the state changes to the store (offset marker last). The edge calls it after the outputs
+        are delivered, so a crash in between re-emits outputs rather than losing them."""
+        for session in self.sessions:
+            session.flush(f"{session.p}|wm")
+        self.sessions.clear()
+
+    def merge(self, other: Result) -> None:
+        self.outs.extend(other.outs)
+        self.processed.update(other.processed)
+        self.dead_letters.update(other.dead_letters)
+        self.sessions.extend(other.sessions)
+        for name in ("skipped", "late", "scored", "fraud_detections", "fraud_tickets", "score_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class References:
+    """Latest site, person and shift records from the compacted reference topics."""
+
+    def __init__(self) -> None:
+        self.sites: dict[tuple[int, str], Record] = {}
+        self.people: dict[tuple[int, str], Record] = {}
+        self.shifts: dict[tuple[int, str], Record] = {}
+        self.valid = ReferenceData()
+
+    def apply(self, stem: str, record: Record) -> None:
+        tenant = int(record["tenant_id"])
+        if stem == "site":
+            self.sites[(tenant, record["site_id"])] = record
+            self.valid.add_site(record)
+        elif stem == "person":
+            self.people[(tenant, record["person_id"])] = record
+        elif stem == "shift":
+            self.shifts[(tenant, record["shift_id"])] = record
+
+    def mark_loaded(self) -> None:
+        self.valid.loaded = True
+
+
+class _Session:
+    """Reads through to the store once per key, buffers writes, flushes them (offset marker last)."""
+
+    def __init__(self, store: Store, partition: int) -> None:
+        self.store = store
+        self.p = partition
+        self.cache: dict[str, Any] = {}
+        self.dirty: set[str] = set()
+
+    def get(self, key: str) -> Any:
+        if key not in self.cache:
+            self.cache[key] = self.store.get(key)
+        return self.cache[key]
+
+    def put(self, key: str, value: Any) -> None:
+        self.cache[key] = value
+        self.dirty.add(key)
+
+    def delete(self, key: str) -> None:
+        self.cache[key] = None
+        self.dirty.add(key)
+
+    def flush(self, marker_key: str) -> None:
+        for key in sorted(self.dirty - {marker_key}):
+            value = self.cache[key]
+            if value is None:
+                self.store.delete(self.p, key)
+            else:
+                self.store.put(self.p, key, value)
+        if marker_key in self.dirty:
+            self.store.put(self.p, marker_key, self.cache[marker_key])
+        self.dirty.clear()
+
+
+@dataclass(slots=True)
+class _Index:
+    """In-memory index of one partition's pending records and correlation deadlines (rebuilt from the store)."""
+
+    pending: list[str] = field(default_factory=list)  # sorted pend keys
+    deadlines: dict[str, int] = field(default_factory=dict)  # corr key -> next deadline
+    win_deadlines: dict[str, int] = field(default_factory=dict)  # win key -> next deadline
+
+
+def _pend_key(p: int, t: int, rank: int, rid: str) -> str:
+    return f"{p}|pend|{t:015d}|{rank}|{rid}"
+
+
+class Pipeline:
+    """Routes records of the person-keyed inputs to the core components; see the module doc."""
+
+    def __init__(self, refs: References, models: ModelCache, config: PipelineConfig | None = None,
+                 schemas: SchemaStore | None = None, timer: Callable[[], float] | None = None) -> None:
+        """``timer`` (e.g. ``time.perf_counter``) only measures scoring latency for metrics; never decides."""
+        self.timer = timer
+        self.refs = refs
+        self.models = models
+        self.config = config or PipelineConfig()
+        self.schemas = schemas or SchemaStore()
+        self.correlator = Correlator(self.config.correlation)
+        self.escalator = Escalator(self.config.escalation)
+        self._index: dict[int, _Index] = {}
+
+    # -- partition lifecycle ---------------------------------------------------------------------
+
+    def forget_partitions(self, partitions: Iterable[int] | None = None) -> None:
+        """Drop in-memory indexes (after a rebalance); they are rebuilt from the store on next use."""
+        if partitions is None:
+            self._index.clear()
+        for p in partitions or ():
+            self._index.pop(p, None)
+
+    def _idx(self, store: Store, p: int) -> _Index:
+        idx = self._index.get(p)
+        if idx is None:
+            idx = _Index()
+            pend_prefix, corr_prefix, win_prefix = f"{p}|pend|", f"{p}|corr|", f"{p}|win|"
+            for key in store.keys():
+                if key.startswith(pend_prefix):
+                    idx.pending.append(key)
+                elif key.startswith(win_prefix):
+                    wdl = PersonWindows.from_dict(store.get(key), self.config.windows).next_deadline()
+                    if wdl is not None:
+                        idx.win_deadlines[key] = wdl
+                elif key.startswith(corr_prefix):
+                    deadline = CorrelationState.from_dict(store.get(key)).next_deadline(self.config.correlation)
+                    if deadline is not None:
+                        idx.deadlines[key] = deadline
+            idx.pending.sort()
+            self._index[p] = idx
+        return idx
+
+    # -- the entry point -------------------------------------------------------------------------
+
+    def process(self, store: Store, batch: Iterable[Incoming], now_ms: int, namespace: str = "noc") -> Result:
+        """Process consumed records (any partitions, in consumption order); ``now_ms`` only bounds FUTURE_EVENT.
+
+        Call ``result.commit()`` before the next call (after producing ``result.outs``)."""
+        result = Result()
+        by_partition: dict[int, list[Incoming]] = {}
+        for inc in batch:
+            by_partition.setdefault(inc.partition, []).append(inc)
+        for p in sorted(by_partition):
+            session = _Session(store, p)
+            idx = self._idx(store, p)
+            for inc in by_partition[p]:
+                self._one(session, idx, inc, now_ms, namespace, result)
+            result.sessions.append(session)
+        return result
+
+    def _one(self, s: _Session, idx: _Index, inc: Incoming, now_ms: int, ns: str, res: Result) -> None:
+        p = inc.partition
+        wm_key = f"{p}|wm"
+        wm: dict[str, Any] = s.get(wm_key) or {"wm": {}, "off": {}, "clock": None}
+        if inc.offset <= wm["off"].get(inc.topic, -1):
+            res.skipped += 1  # redelivered after a crash: its effects are in the restored state
+            return
+        wm["off"][inc.topic] = inc.offset
+        s.put(wm_key, wm)
+        res.processed[inc.topic] += 1
+        stem = INPUT_STEMS[inc.topic]
+        try:
+            _, record = self.schemas.decode(inc.value, expected=stem)
+        except DecodeError as err:
+            self._dead(res, dead_letter_for_decode_error(
+                err, source_topic=topic_name(inc.topic, ns), partition=p, offset=inc.offset,
+                component=self.config.component, key=inc.key, value=inc.value, record_timestamp=inc.timestamp),
+                err.reason)
+            return
+        verdict = validate(stem, record, self.refs.valid, now_ms, self.config.validation)
+        if not verdict.ok:
+            reason = verdict.reason or "INVALID"
+            self._dead(res, self._letter(inc, ns, reason, verdict.detail), reason)
+            return
+        t = event_time(stem, record)
+        topic_wm = wm["wm"].get(inc.topic)
+        if stem != "activity_signal" and topic_wm is not None and t < topic_wm - self.config.grace_ms:
+            res.late += 1
+            detail = f"event time {t} is {topic_wm - t} ms behind the partition watermark {topic_wm} (grace " \
+                     f"{self.config.grace_ms} ms)"
+            self._dead(res, self._letter(inc, ns, "LATE", detail), "LATE")
+            return
+        if stem != "activity_signal":
+            if topic_wm is None or t > topic_wm:
+                wm["wm"][inc.topic] = t
+            res.outs.extend(feed_events(stem, record))  # alert_created / finding_created: as they arrive
+            key = _pend_key(p, t, RANK[stem], evidence_id(stem, record))
+            if s.get(key) is None:
+                s.put(key, {"stem": stem, "record": record})
+                bisect.insort(idx.pending, key)
+            clock = wm["clock"]
+            if clock is not None and t <= clock:  # the clock has passed it already: release now
+                self._release(s, idx, p, clock, res, [], wm["wm"].get("activity", clock))
+            return
+        topic_wm = max(t, topic_wm if topic_wm is not None else t)
+        observed = self._window_activity(s, idx, p, record, topic_wm)
+        if observed.status == "LATE":
+            res.late += 1
+            detail = f"event time {t}: its window closed (watermark {topic_wm}, " \
+                     f"grace {self.config.windows.grace_ms} ms)"
+            self._dead(res, self._letter(inc, ns, "LATE", detail), "LATE")
+            return
+        wm["wm"][inc.topic] = topic_wm
+        anomalies = self._split(observed.outs, res)
+        if observed.status == "COUNTED":
+            self._activity(s, p, record)
+        clock = topic_wm - self.config.grace_ms
+        if wm["clock"] is None or clock > wm["clock"]:
+            wm["clock"] = clock
+            self._release(s, idx, p, clock, res, anomalies, topic_wm)
+        elif anomalies:
+            self._release(s, idx, p, wm["clock"], res, anomalies, topic_wm)
+
+    def _letter(self, inc: Incoming, ns: str, reason: str, detail: str) -> Out:
+        return dead_letter(source_topic=topic_name(inc.topic, ns), partition=inc.partition, offset=inc.offset,
+                           reason=reason, detail=detail, component=self.config.component, key=inc.key,
+                           value=inc.value, record_timestamp=inc.timestamp)
+
+    def _dead(self, res: Result, out: Out, reason: str) -> None:
+        res.outs.append(out)
+        res.dead_letters[reason] += 1
+
+    # -- activity ----------------------------------------------------------------------------------
+
+    def _activity(self, s: _Session, p: int, rec: Record) -> None:
+        pkey = f"{p}|ps|{rec['tenant_id']}:{rec['person_id']}"
+        ps = PersonState.from_dict(s.get(pkey))
+        observe_activity(ps, rec)
+        s.put(pkey, ps.to_dict())
+
+    # -- the clock step ------------------------------------------------------------------------------
+
+    def _window_activity(self, s: _Session, idx: _Index, p: int, rec: Record, watermark: int) -> Observed:
+        wkey = f"{p}|win|{rec['tenant_id']}:{rec['person_id']}"
+        pw = self._windows(s, wkey, rec)
+        observed = pw.observe_activity(rec, watermark)
+        if observed.status != "IGNORED":
+            self._store_win(s, idx, wkey, pw)
+        return observed
+
+    def _windows(self, s: _Session, wkey: str, rec: Record) -> PersonWindows:
+        d = s.get(wkey)
+        if d is None:
+            return PersonWindows.new(int(rec["tenant_id"]), rec["person_id"], self.config.windows)
+        return PersonWindows.from_dict(d, self.config.windows)
+
+    def _store_win(self, s: _Session, idx: _Index, wkey: str, pw: PersonWindows) -> None:
+        s.put(wkey, pw.to_dict())
+        deadline = pw.next_deadline()
+        if deadline is None:
+            idx.win_deadlines.pop(wkey, None)
+        else:
+            idx.win_deadlines[wkey] = deadline
+
+    @staticmethod
+    def _split(outs: list[Out], res: Result) -> list[Record]:
+        """Windows go out as they close; anomalies wait to be merged into the event-time order."""
+        anomalies = []
+        for out in outs:
+            if out.stem == "anomaly":
+                anomalies.append(out.record)
+            res.outs.append(out)
+        return anomalies
+
+    def _release(self, s: _Session, idx: _Index, p: int, clock: int, res: Result, anomalies: list[Record],
+                 watermark: int) -> None:
+        """Release pending records with event time <= clock in order; then close what the clock passed."""
+        for wkey in sorted(k for k, d in idx.win_deadlines.items() if d <= watermark):
+            pw = PersonWindows.from_dict(s.get(wkey), self.config.windows)
+            anomalies = anomalies + self._split(pw.advance(watermark), res)
+            self._store_win(s, idx, wkey, pw)
+        upto = bisect.bisect_right(idx.pending, _pend_key(p, clock, 9, "\x7f"))
+        keys, idx.pending[:upto] = idx.pending[:upto], []
+        items: list[tuple[str, Record]] = [("anomaly", a) for a in anomalies]
+        for key in keys:
+            item = s.get(key)
+            s.delete(key)
+            if item is not None:
+                items.append((item["stem"], item["record"]))
+        items.sort(key=lambda it: (event_time(it[0], it[1]), RANK[it[0]], evidence_id(it[0], it[1])))
+        closed_by_punch: list[tuple[str, Record]] = []
+        for stem, record in items:
+            if stem == "attendance_event":  # duty starts/ends in the person's windows
+                wkey = f"{p}|win|{record['tenant_id']}:{record['person_id']}"
+                pw = self._windows(s, wkey, record)
+                site = self.refs.sites.get((int(record["tenant_id"]), record["site_id"]))
+                closed = self._split(pw.observe_attendance(record, site, watermark), res)
+                closed_by_punch += [("anomaly", a) for a in closed]
+                self._store_win(s, idx, wkey, pw)
+        items += closed_by_punch  # rare (windows the punch's watermark closed): after, still deterministic
+        t0 = self.timer() if self.timer else 0.0
+        scores = self._score(s, p, [r for stem, r in items if stem == "attendance_event"])
+        if self.timer and scores:
+            res.score_seconds += self.timer() - t0
+        for stem, record in items:
+            if stem == "attendance_event":
+                score = scores[record["event_id"]]
+                res.scored += 1
+                res.outs.append(Out("fraud-scores", person_key(score["tenant_id"], score["person_id"]),
+                                    "fraud_score", score))
+                res.outs.extend(feed_events("fraud_score", score))
+                if score["fraud_probability"] >= self.config.escalation.fraud_threshold:
+                    res.fraud_detections += 1
+                self._evidence(s, idx, p, "fraud_score", score, res)
+            else:
+                if stem == "anomaly":
+                    res.outs.extend(feed_events(stem, record))
+                self._evidence(s, idx, p, stem, record, res)
+        self._tick(s, idx, p, clock, res)
+
+    def _score(self, s: _Session, p: int, atts: list[Record]) -> dict[str, Record]:
+        batch: list[tuple[Record, list[float]]] = []
+        for att in atts:
+            tenant = int(att["tenant_id"])
+            pkey = f"{p}|ps|{tenant}:{att['person_id']}"
+            dkey = f"{p}|dev|{tenant}:{att['device_id']}"
+            ps, ds = PersonState.from_dict(s.get(pkey)), DeviceState.from_dict(s.get(dkey))
+            shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else None
+            vec = build_features(att, ps, ds, self.refs.sites.get((tenant, att["site_id"])),
+                                 self.refs.people.get((tenant, att["person_id"])), shift)
+            observe_attendance(ps, ds, att)
+            s.put(pkey, ps.to_dict())
+            s.put(dkey, ds.to_dict())
+            batch.append((att, vec))
+        return {r["event_id"]: r for r in score_records(self.models, batch)}
+
+    def _evidence(self, s: _Session, idx: _Index, p: int, stem: str, record: Record, res: Result) -> None:
+        """Escalation and correlation of one released record (alert, finding, anomaly or fraud score)."""
+        key = person_key(int(record["tenant_id"]), record.get("person_id"), record.get("site_id")).decode()
+        ekey = f"{p}|esc|{key}"
+        est = EscalationState.from_dict(s.get(ekey))
+        escalated = self.escalator.on_record(est, stem, record)
+        if escalated:
+            s.put(ekey, est.to_dict())
+            for out in escalated:
+                res.outs.append(out)
+                res.outs.extend(feed_events(out.stem, out.record))
+                if out.topic == "ticket-commands" and out.record.get("category") == "SECURITY_FRAUD":
+                    res.fraud_tickets += 1
+        ckey = f"{p}|corr|{key}"
+        cst = CorrelationState.from_dict(s.get(ckey))
+        incidents = self.correlator.on_record(cst, stem, record)
+        if incidents:
+            self._store_corr(s, idx, ckey, cst)
+            for out in incidents:
+                res.outs.append(out)
+                res.outs.extend(feed_events(out.stem, out.record))
+
+    def _store_corr(self, s: _Session, idx: _Index, ckey: str, cst: CorrelationState) -> None:
+        if cst.is_empty():
+            s.delete(ckey)
+            idx.deadlines.pop(ckey, None)
+            return
+        s.put(ckey, cst.to_dict())
+        deadline = cst.next_deadline(self.config.correlation)
+        if deadline is None:
+            idx.deadlines.pop(ckey, None)
+        else:
+            idx.deadlines[ckey] = deadline
+
+    def _tick(self, s: _Session, idx: _Index, p: int, clock: int, res: Result) -> None:
+        for ckey in sorted(k for k, d in idx.deadlines.items() if d <= clock):
+            cst = CorrelationState.from_dict(s.get(ckey))
+            for out in self.correlator.on_watermark(cst, clock):
+                res.outs.append(out)
+                res.outs.extend(feed_events(out.stem, out.record))
+            self._store_corr(s, idx, ckey, cst)
+
+    # -- reference data ------------------------------------------------------------------------------
+
+    def apply_reference(self, short: str, value: bytes | None) -> bool:
+        """Apply one ref-topic record; False when it does not decode (the edge dead-letters it)."""
+        if value is None:
+            return True  # tombstones: keep the last known version (shifts and sites are referenced by history)
+        try:
+            stem, record = self.schemas.decode(value, expected=REF_STEMS[short])
+        except DecodeError:
+            return False
+        self.refs.apply(stem, record)
+        return True
+
+
+def iter_state(store: Store, partition: int, kind: str) -> Iterator[tuple[str, Any]]:
+    """State entries of one kind in one partition (tests and diagnostics)."""
+    prefix = f"{partition}|{kind}|"
+    for key in sorted(k for k in store.keys() if k.startswith(prefix)):
+        yield key[len(prefix):], store.get(key)
+
+
+def state_kinds(store: Store) -> Mapping[str, int]:
+    """How many entries of each kind the store holds (diagnostics, the benchmark's state size)."""
+    counts: Counter[str] = Counter()
+    for key in store.keys():
+        parts = key.split("|")
+        counts[parts[1] if len(parts) > 1 else key] += 1
+    return counts
