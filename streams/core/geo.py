@@ -22,8 +22,8 @@ def odometer(anchor: Fix | None, fixes: list[Fix]) -> tuple[float, Fix | None]:
     """Distance walked along ``fixes`` (already in time order) starting from ``anchor``; returns it and the
     new anchor.
 
-    A move counts only when it is longer than the larger of the two fixes' accuracy radii: two fixes that
-    close could be the same spot, so standing still with a wandering fix adds nothing. The anchor stays at
+    A move counts only when the two fixes' accuracy circles do not overlap (distance > sum of the radii):
+    overlapping circles could be the same spot, so standing still with a wandering fix adds nothing. The anchor stays at
     the last accepted fix (slow walking still adds up once it leaves the radius), but a more accurate fix
     within the radius replaces it, so one poor fix (a cell-tower position) does not freeze the odometer.
     """
@@ -33,7 +33,7 @@ def odometer(anchor: Fix | None, fixes: list[Fix]) -> tuple[float, Fix | None]:
             anchor = fix
             continue
         d = haversine_m(anchor[1], anchor[2], fix[1], fix[2])
-        if d > max(anchor[3], fix[3]):
+        if d > anchor[3] + fix[3]:
             total += d
             anchor = fix
         elif fix[3] < anchor[3]:
