@@ -4,11 +4,14 @@ Reference topics (compacted: the latest version of each site, person, shift) are
 first, so every event sees the reference data a live worker would have now. Time-ranged topics are read
 from ``offsets_for_times(start)`` up to the end offsets taken when the replay starts, decoded once, kept
 when their event time falls in ``[start_ms, end_ms)`` (tickets: any time after ``start_ms``, as a
-resolution may come later), and merged into one event-time order.
+resolution may come later), and merged into one event-time order. Byte-identical copies of a record
+(redelivery, a simulation produced twice) are read once: a duplicated punch would otherwise be featurized
+twice and look like a second punch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,7 @@ class ReplayStats:
     read: int = 0
     kept: int = 0
     undecodable: int = 0
+    duplicates: int = 0  # byte-identical redeliveries (at-least-once producers, a simulation run twice)
 
 
 def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: int | None = None,
@@ -78,6 +82,7 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
         if assignments:
             consumer.assign(assignments)
         remaining = dict(ends)
+        seen: set[bytes] = set()  # digests of the time-ranged records kept: a redelivery is byte-identical
         for tp in assignments:
             if tp.offset >= ends[(tp.topic, tp.partition)]:
                 remaining.pop((tp.topic, tp.partition))
@@ -96,8 +101,15 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
                     remaining.pop(key)
                 st.read += 1
                 stem, tfield, open_end, is_ref = stems[name]
+                value = msg.value() or b""
+                if not is_ref:
+                    digest = hashlib.blake2b(value, digest_size=16).digest()
+                    if digest in seen:
+                        st.duplicates += 1
+                        continue
+                    seen.add(digest)
                 try:
-                    _, rec = serde.decode(msg.value(), expected=stem)
+                    _, rec = serde.decode(value, expected=stem)
                 except DecodeError:
                     st.undecodable += 1
                     continue

@@ -15,6 +15,7 @@ from models.progress import Progress, ProgressFn
 from models.registry import ModelRow, Registry, model_event_record, publish_model_event
 from models.scoring import Scorer
 from models.train import (
+    LATE_EVIDENCE_SCENARIOS,
     Comparison,
     Dataset,
     TrainConfig,
@@ -66,7 +67,9 @@ def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | N
     stats = ReplayStats()
     replayed = replay(job.bootstrap, job.namespace, end - job.days * DAY_MS, end, job.tenant, progress, stats)
     if stats.undecodable:
-        print(f"warning: {stats.undecodable} undecodable records skipped", file=sys.stderr)
+        print(f"warning: {stats.undecodable:,} undecodable records skipped", file=sys.stderr)
+    if stats.duplicates:
+        print(f"note: {stats.duplicates:,} duplicate records (byte-identical redeliveries) read once", file=sys.stderr)
     return replayed, len(replayed)
 
 
@@ -111,8 +114,14 @@ def _load(row: ModelRow | None, out: TextIO) -> Scorer | None:
 
 def report(r: TrainResult) -> str:
     m = r.metrics
-    lines = [f"train {r.train_size:,} rows ({r.train_positives:,} fraud), holdout {r.test_size:,} rows "
-             f"({m.positives:,} fraud), imbalance 1:{m.imbalance_ratio:.1f} (negatives per positive)"]
+    neg = r.train_size - r.train_positives
+    ratio = neg / max(r.train_positives, 1)
+    lines = [f"train {r.train_size:,} rows ({r.train_positives:,} fraud, imbalance 1:{ratio:.1f}), "
+             f"holdout {r.test_size:,} rows ({m.positives:,} fraud, imbalance 1:{m.imbalance_ratio:.1f}); "
+             "imbalance = legitimate per fraud, offset by weighting the fraud rows"]
+    if r.late_evidence_excluded:
+        lines.append(f"  {r.late_evidence_excluded:,} fraud check-ins whose evidence comes later in the shift "
+                     f"({', '.join(sorted(LATE_EVIDENCE_SCENARIOS))}) not fitted on; they stay in the holdout")
     for name, c in r.candidates.items():
         lines.append(f"  {name:9} PR-AUC {c.pr_auc:.4f}  precision@80%recall {c.precision_at_80_recall:.4f}  "
                      f"ROC-AUC {c.roc_auc:.4f}")

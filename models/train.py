@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.artifact import Artifact
-from models.features import FEATURE_HASH, FEATURE_NAMES, N_FEATURES, HistoryFeaturizer, _stem_record
+from models.features import FEATURE_HASH, FEATURE_NAMES, INDEX, N_FEATURES, HistoryFeaturizer, _stem_record
 from models.feedback import FEEDBACK, is_feedback
 from models.metrics import Metrics, evaluate
 from models.progress import ProgressFn, no_progress
@@ -29,6 +29,11 @@ MIN_LABELLED = 200
 MIN_POSITIVES_TRAIN = 20
 MIN_POSITIVES_TEST = 5
 MIN_NEGATIVES = 20
+# Fraud labelled on a check-in whose evidence only exists later in the shift: the simulator files
+# MISSED_TOUR on the shift's check-in, but the tours are missed afterwards, so the check-in itself looks
+# like any other. Fitting such rows only teaches the model that ordinary check-ins are fraud; they are
+# left out of the rows a booster is *fitted* on — never out of a holdout or any evaluation.
+LATE_EVIDENCE_SCENARIOS = frozenset({"MISSED_TOUR"})
 
 
 class TrainingDataError(ValueError):
@@ -168,10 +173,13 @@ class TrainResult:
     test_size: int
     train_positives: int
     candidates: dict[str, Metrics] = field(default_factory=dict)  # every algorithm tried (auto)
+    late_evidence_excluded: int = 0  # training rows not fitted on (see LATE_EVIDENCE_SCENARIOS)
 
     def metrics_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = self.metrics.to_dict()
-        d.update(train_size=self.train_size, test_size=self.test_size, train_positives=self.train_positives)
+        d.update(train_size=self.train_size, test_size=self.test_size, train_positives=self.train_positives,
+                 train_imbalance_ratio=(self.train_size - self.train_positives) / max(self.train_positives, 1),
+                 late_evidence_excluded=self.late_evidence_excluded)
         if len(self.candidates) > 1:
             d["candidates"] = {k: m.to_dict() for k, m in self.candidates.items()}
         return d
@@ -192,9 +200,27 @@ def _weight(train: Dataset) -> float:
     return (len(train) - pos) / pos if pos else 1.0
 
 
+def late_evidence_rows(ds: Dataset) -> npt.NDArray[np.bool_]:
+    """Check-in rows labelled fraud with a scenario whose evidence only comes after the check-in."""
+    check_in = ds.X[:, INDEX["is_check_in"]] == 1.0
+    late = np.isin(np.asarray(ds.scenarios, dtype=object), sorted(LATE_EVIDENCE_SCENARIOS))
+    result: npt.NDArray[np.bool_] = check_in & late & (ds.y == 1)
+    return result
+
+
+def fit_rows(train: Dataset) -> Dataset:
+    """The training rows a booster learns from: all but :func:`late_evidence_rows`."""
+    drop = late_evidence_rows(train)
+    return train.take(np.flatnonzero(~drop)) if drop.any() else train
+
+
 def fit(algorithm: str, train: Dataset, version: str, cfg: TrainConfig = TrainConfig(),
         progress: ProgressFn = no_progress) -> Artifact:
-    """Train one booster with positives weighted by negatives/positives; return its calibrated artifact."""
+    """Train one booster with positives weighted by negatives/positives; return its calibrated artifact.
+
+    Fits on :func:`fit_rows` of ``train`` (late-evidence check-ins left out).
+    """
+    train = fit_rows(train)
     if algorithm == "xgboost":
         booster = _fit_xgboost(train, _weight(train), cfg, progress)
     elif algorithm == "lightgbm":
@@ -272,7 +298,8 @@ def train_model(train: Dataset, test: Dataset, algo: str, tenant: int | None, tr
         if best is None or _better(m.pr_auc, best[2].pr_auc):
             best = (art, scorer, m)
     assert best is not None
-    return TrainResult(best[0], best[1], best[2], len(train), len(test), train.positives, tried)
+    return TrainResult(best[0], best[1], best[2], len(train), len(test), train.positives, tried,
+                       int(late_evidence_rows(train).sum()))
 
 
 def _better(a: float, b: float) -> bool:

@@ -121,6 +121,7 @@ def test_train_from_kafka_replay_then_auto_activate(dsn: str, kafka_bootstrap: s
     records = world(days=24, people=18, fraud_rate=0.1, seed=3, tenant=tenant)
     other = world(days=2, people=3, fraud_rate=0.5, seed=4, tenant=tenant + 1)  # another tenant: filtered out
     _produce(kafka_bootstrap, namespace, records + other)
+    _produce(kafka_bootstrap, namespace, records[: len(records) // 2])  # a redelivered half: read once
     until = max(r.get("occurred_at", 0) for _, r in records) + 1
     job = TrainJob(tenant=tenant, days=40, until_ms=until, algo="xgboost", bootstrap=kafka_bootstrap,
                    namespace=namespace, dsn=dsn, models_dir=tmp_path, auto_activate=True, config=FAST)

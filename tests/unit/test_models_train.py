@@ -139,3 +139,24 @@ def test_ticket_resolution_labels_the_prediction() -> None:
     from schemas.serde import store
 
     assert store().decode(store().encode("label", confirmed))[0] == "label"
+
+
+def test_late_evidence_check_ins_are_not_fitted_on_but_stay_evaluated() -> None:
+    """A MISSED_TOUR label on a check-in has no evidence at that punch: left out of fitting, not of the holdout."""
+    from models.features import INDEX, N_FEATURES
+    from models.train import fit_rows, late_evidence_rows
+
+    n = 8
+    X = np.zeros((n, N_FEATURES))
+    X[:, INDEX["is_check_in"]] = [1, 1, 0, 1, 1, 0, 1, 0]
+    y = np.array([1, 1, 1, 0, 1, 0, 0, 0], dtype=np.int8)
+    scen = ["MISSED_TOUR", "GPS_SPOOFING", "MISSED_TOUR", "NONE", "MISSED_TOUR", "NONE", "NONE", "NONE"]
+    ds = Dataset(X, y, np.arange(n, dtype=np.int64), [f"e{i}" for i in range(n)], scen, np.ones(n, dtype=np.int64))
+    assert late_evidence_rows(ds).tolist() == [True, False, False, False, True, False, False, False]
+    kept = fit_rows(ds)
+    assert kept.event_ids == ["e1", "e2", "e3", "e5", "e6", "e7"]  # the check-out labelled MISSED_TOUR stays
+    r_train, r_test = time_split(build_dataset(world(days=30, people=16, fraud_rate=0.12, seed=1)), 0.3)
+    r = train_model(r_train, r_test, "xgboost", 1, NOW, FAST)
+    assert r.test_size == len(r_test) and r.metrics.positives == r_test.positives  # the holdout is untouched
+    assert r.late_evidence_excluded == int(late_evidence_rows(r_train).sum())
+    assert r.metrics_dict()["late_evidence_excluded"] == r.late_evidence_excluded
