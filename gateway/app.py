@@ -1,0 +1,178 @@
+"""The gateway application: REST, WebSocket, metrics, OpenAPI and the dashboard page in one Starlette app.
+
+``create_app(config)`` wires: an AsyncConnectionPool (timeouts, statement_timeout per connection), the token
+verifier, the response cache, the fan-out hub and the feed consumer thread (started in the lifespan), the
+event-log latency writer and the consumer-group lag poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from gateway import api, tickets_api
+from gateway.cache import TTLCache
+from gateway.config import GatewayConfig
+from gateway.consumer import FeedConsumer
+from gateway.feed_metrics import observe_feed
+from gateway.hub import FeedEvent, Hub
+from gateway.lag import poll_group_lag
+from gateway.openapi import openapi_document
+from gateway.tokens import TokenVerifier, ensure_schema
+from gateway.ws import Connection, dashboard_ws
+from schemas.topics import topic
+
+log = logging.getLogger("nocstream.gateway")
+STATIC = Path(__file__).resolve().parent / "static"
+PREFIX = "/api/v2/noc"
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
+    await conn.execute("SET statement_timeout = 5000")
+
+
+async def _flush_latencies(app: Starlette) -> None:
+    """Write each event's first broadcast latency to event_log (the sink inserts the row; we only update it).
+
+    A row the sink has not written yet is retried for a while, then given up (the histogram still has it).
+    """
+    pending: dict[tuple[str, int], tuple[FeedEvent, float, float, int]] = {}
+    while True:
+        await asyncio.sleep(1.0)
+        conns: set[Connection] = app.state.connections
+        for conn in conns:
+            for ev, lat in conn.first_send:
+                pending.setdefault((ev.event_id, ev.tenant_id), (ev, lat, time.time() - lat, 0))
+            conn.first_send.clear()
+        if not pending:
+            continue
+        done: list[tuple[str, int]] = []
+        try:
+            async with app.state.pool.connection(timeout=5) as db:
+                for key, (ev, lat, sent_at, tries) in list(pending.items()):
+                    payload = orjson.loads(ev.data)
+                    cur = await db.execute(
+                        "UPDATE event_log SET broadcast_at = to_timestamp(%s), broadcast_latency_ms = %s "
+                        "WHERE event_id = %s AND ts = to_timestamp(%s / 1000.0) AND tenant_id = %s "
+                        "AND broadcast_latency_ms IS NULL",
+                        (sent_at, lat * 1000, ev.event_id, payload["timestamp"], ev.tenant_id))
+                    if cur.rowcount or tries >= 30:
+                        done.append(key)
+                    else:
+                        pending[key] = (ev, lat, sent_at, tries + 1)
+        except psycopg.errors.UndefinedTable:
+            pending.clear()  # no event_log in this database: the histogram is the only record
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            log.warning("event_log latency update failed: %s", exc)
+        for key in done:
+            pending.pop(key, None)
+        if len(pending) > 50_000:
+            pending.clear()
+
+
+def create_app(config: GatewayConfig | None = None) -> Starlette:
+    cfg = config or GatewayConfig()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(ensure_schema, cfg.dsn)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            cfg.dsn, min_size=cfg.pool_min, max_size=cfg.pool_max, timeout=cfg.db_timeout_s, open=False,
+            configure=_configure, kwargs={"connect_timeout": 10})
+        await pool.open(wait=True, timeout=30)
+        app.state.pool = pool
+        app.state.verifier = TokenVerifier(pool)
+        loop = asyncio.get_running_loop()
+        consumer = None
+        tasks = [asyncio.create_task(_flush_latencies(app))]
+        if cfg.start_consumer:
+            def deliver(batch: list[FeedEvent]) -> None:
+                observe_feed(batch)
+                app.state.hub.publish(batch)
+            consumer = FeedConsumer(cfg.bootstrap, cfg.namespace, loop, deliver, cfg.group_id, warm=cfg.ring_size)
+            consumer.start()
+            app.state.consumer = consumer
+            if not await asyncio.to_thread(consumer.ready.wait, 30):
+                raise RuntimeError(f"feed consumer did not get its partitions: {consumer.error}")
+            tasks.append(asyncio.create_task(poll_group_lag(cfg.bootstrap, cfg.lag_poll_s)))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            if consumer is not None:
+                await asyncio.to_thread(consumer.stop)
+            await pool.close(timeout=5)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def health(request: Request) -> Response:
+        consumer: FeedConsumer | None = getattr(request.app.state, "consumer", None)
+        ok = consumer is None or (consumer.ready.is_set() and consumer.error is None)
+        body = {"status": "success" if ok else "error", "data": {
+            "consumer": None if consumer is None else {"group_id": consumer.group_id, "ready": consumer.ready.is_set(),
+                                                       "error": repr(consumer.error) if consumer.error else None},
+            "websocket_clients": request.app.state.hub.client_count()}, "cached": False}
+        return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
+
+    async def openapi(_: Request) -> Response:
+        return Response(orjson.dumps(openapi_document()), media_type="application/json")
+
+    async def index(_: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        detail = getattr(exc, "detail", None) or ("not found" if status == 404 else "request refused")
+        return api.error_response(status, str(detail))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return api.error_response(500, "internal error")
+
+    routes: list[Any] = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
+        Route(f"{PREFIX}/telemetry/signals/site/{{site_id}}", api.site_signals),
+        Route(f"{PREFIX}/telemetry/signals/{{person_id}}", api.person_signals),
+        Route(f"{PREFIX}/telemetry/correlations", api.correlations),
+        Route(f"{PREFIX}/security/fraud-scores/live", api.fraud_live),
+        Route(f"{PREFIX}/security/fraud-scores/history/{{person_id}}", api.fraud_history),
+        Route(f"{PREFIX}/security/fraud-scores/heatmap", api.fraud_heatmap),
+        Route(f"{PREFIX}/security/ml-models/performance", api.model_performance),
+        Route(f"{PREFIX}/incidents", api.incident_list),
+        Route(f"{PREFIX}/incidents/{{incident_id}}", api.incident_detail),
+        Route(f"{PREFIX}/tickets", api.ticket_list),
+        Route(f"{PREFIX}/tickets/{{ticket_id}}", api.ticket_detail),
+        Route(f"{PREFIX}/tickets/{{ticket_id}}/state", tickets_api.change_state, methods=["POST"]),
+        Route(f"{PREFIX}/events/stats", api.event_stats),
+        WebSocketRoute("/ws/noc/dashboard", dashboard_ws),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: not_found, 500: server_error})
+    app.state.config = cfg
+    app.state.cache = TTLCache(cfg.cache_ttl_s, cfg.cache_max_entries)
+    app.state.hub = Hub(cfg.ring_size)
+    app.state.connections = set()
+    app.state.events_topic = topic("events", cfg.namespace)
+    return app

@@ -1,0 +1,35 @@
+"""Gateway settings: environment variables with local-first defaults (see infra/config.py)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from infra.config import settings
+
+
+def _origins() -> tuple[str, ...]:
+    raw = os.environ.get("NOC_GATEWAY_ORIGINS", "")
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    dsn: str = field(default_factory=lambda: settings().pg_dsn)
+    bootstrap: str = field(default_factory=lambda: settings().bootstrap)
+    namespace: str = field(default_factory=lambda: settings().namespace)
+    # Browser origins allowed to open the WebSocket. The gateway's own origin is always allowed (see ws.py).
+    allowed_origins: tuple[str, ...] = field(default_factory=_origins)
+    cache_ttl_s: float = 60.0
+    cache_max_entries: int = 10_000
+    ring_size: int = 2_000  # events kept per tenant for resume
+    client_queue_max: int = 1_000  # events buffered per client before it is closed as too slow
+    heartbeat_s: float = 15.0
+    max_ws_message_bytes: int = 4_096
+    db_timeout_s: float = 5.0
+    pool_min: int = 1
+    pool_max: int = 8
+    # Consumer: each process reads every partition by manual assignment under its own group id.
+    group_id: str | None = None
+    start_consumer: bool = True
+    lag_poll_s: float = 15.0

@@ -1,0 +1,35 @@
+"""Counters fed by the live feed this gateway consumes: predictions, detections, fraud tickets."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.hub import FeedEvent
+from gateway.metrics import FEED_EVENTS, FRAUD_DETECTIONS, FRAUD_TICKETS, ML_PREDICTION_LATENCY, ML_PREDICTIONS
+
+MAX_PREDICTION_LATENCY_S = 300.0  # larger gaps are replays of old event time, not scoring latency
+
+
+def observe_feed(batch: list[FeedEvent]) -> None:
+    for ev in batch:
+        if not ev.live:
+            continue
+        FEED_EVENTS.labels(ev.type).inc()
+        if ev.type not in ("fraud_scored", "ticket_updated"):
+            continue
+        payload = orjson.loads(ev.data).get("payload")
+        if not isinstance(payload, dict):
+            continue
+        if ev.type == "fraud_scored":
+            risk = str(payload.get("risk_level") or "UNKNOWN")
+            ML_PREDICTIONS.labels(str(payload.get("model_version") or "unknown"), risk).inc()
+            occurred = payload.get("occurred_at")
+            if isinstance(occurred, int):
+                lat = (ev.produced_ms - occurred) / 1000
+                if 0 <= lat <= MAX_PREDICTION_LATENCY_S:
+                    ML_PREDICTION_LATENCY.observe(lat)
+            if risk in ("HIGH", "CRITICAL"):
+                FRAUD_DETECTIONS.labels(risk).inc()
+        elif (payload.get("version") == 1 and payload.get("related_kind") == "FRAUD_SCORE") or (
+                payload.get("version") == 1 and "FRAUD" in str(payload.get("category", "")).upper()):
+            FRAUD_TICKETS.inc()

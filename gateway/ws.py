@@ -1,0 +1,253 @@
+"""``/ws/noc/dashboard``: the live feed over WebSocket.
+
+Protocol (JSON text frames):
+
+- server → ``{"type": "hello", "tenant_id", "heartbeat_s", "max_message_bytes"}`` on connect;
+- client → ``{"action": "subscribe", "types": [...]|null, "site_ids": [...]|null,
+  "resume_from": "<event_id>"|null, "cursor": "<partition>:<offset>"|null}``; no events flow before the first
+  subscribe; later subscribes only change the filters (resume is honoured once per connection);
+- server → ``{"type": "subscribed", "filters", "resume": "live"|"ring"|"kafka"|"kafka-partial"|"unavailable",
+  "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames (several events per frame under load);
+- client → ``{"action": "ping"}`` → ``{"type": "pong"}``; server → ``{"type": "heartbeat"}`` when idle.
+
+Close codes: 1003 binary frame, 1007 invalid message, 1009 message too big, 4008 slow consumer (queue full),
+1011 server error. A handshake without a valid token is refused with HTTP 401, one without ``noc:view`` or from
+a foreign Origin with 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway import auth
+from gateway.config import GatewayConfig
+from gateway.consumer import read_back
+from gateway.hub import Client, FeedEvent, Filters, Hub, parse_cursor
+from gateway.metrics import WS_BROADCAST_LATENCY, WS_BROADCASTS, WS_CLIENTS, WS_CLOSED
+from gateway.tokens import TokenVerifier
+
+log = logging.getLogger("nocstream.gateway.ws")
+EVENT_TYPES = frozenset({"alert_created", "finding_created", "finding_escalated", "anomaly_detected",
+                         "incident_created", "incident_updated", "fraud_scored", "ticket_updated"})
+FRAME_MAX_EVENTS = 200
+MAX_FILTER_ITEMS = 500
+_SUBSCRIBE_KEYS = frozenset({"action", "types", "site_ids", "resume_from", "cursor"})
+
+
+class ProtocolViolation(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]  # a close reason must fit in 123 bytes
+
+
+def _str_list(msg: dict[str, Any], key: str) -> frozenset[str] | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_FILTER_ITEMS or not all(
+            isinstance(v, str) and 0 < len(v) <= 200 for v in value):
+        raise ProtocolViolation(1007, f"'{key}' must be a list of at most {MAX_FILTER_ITEMS} non-empty strings")
+    return frozenset(value)
+
+
+def parse_client_message(text: str, max_bytes: int) -> dict[str, Any]:
+    if len(text.encode("utf-8")) > max_bytes:
+        raise ProtocolViolation(1009, f"message too big (max {max_bytes} bytes)")
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolViolation(1007, f"malformed JSON: {exc.msg}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolViolation(1007, "a message must be a JSON object")
+    action = msg.get("action")
+    if action == "ping":
+        return msg
+    if action != "subscribe":
+        raise ProtocolViolation(1007, "unknown action; expected 'subscribe' or 'ping'")
+    unknown = set(msg) - _SUBSCRIBE_KEYS
+    if unknown:
+        raise ProtocolViolation(1007, f"unknown field(s): {', '.join(sorted(unknown))[:80]}")
+    types = _str_list(msg, "types")
+    if types is not None and not types <= EVENT_TYPES:
+        raise ProtocolViolation(1007, f"unknown event type(s): {', '.join(sorted(types - EVENT_TYPES))[:80]}")
+    msg["types"], msg["site_ids"] = types, _str_list(msg, "site_ids")
+    for key in ("resume_from", "cursor"):
+        if msg.get(key) is not None and (not isinstance(msg[key], str) or not 0 < len(msg[key]) <= 300):
+            raise ProtocolViolation(1007, f"'{key}' must be a non-empty string")
+    if msg.get("cursor") is not None:
+        try:
+            msg["cursor"] = parse_cursor(msg["cursor"])
+        except ValueError as exc:
+            raise ProtocolViolation(1007, str(exc)) from None
+    return msg
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, hub: Hub, cfg: GatewayConfig, tenant_id: int, topic_name: str) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.cfg = cfg
+        self.topic = topic_name
+        self.client = Client(tenant_id, cfg.client_queue_max, paused=True)
+        self.client.wake = self._wake
+        self.event = asyncio.Event()
+        self.control: deque[bytes] = deque()
+        self.attached = False
+        self.close_code = 1000
+        self.close_reason = ""
+        self.sending = False
+        self.sender: asyncio.Task[None] | None = None
+        self.first_send: list[tuple[FeedEvent, float]] = []  # (event, latency s) for the event log, see app.py
+
+    def _wake(self) -> None:
+        self.event.set()
+        if self.client.overflowed and self.sending and self.sender is not None:
+            self.sender.cancel()  # blocked writing to a client that does not read: stop now
+
+    def say(self, obj: dict[str, Any]) -> None:
+        self.control.append(orjson.dumps(obj))
+        self.event.set()
+
+    async def _send(self, data: bytes) -> None:
+        self.sending = True
+        try:
+            await self.ws.send({"type": "websocket.send", "text": data.decode("utf-8")})
+        finally:
+            self.sending = False
+
+    async def send_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.event.wait(), self.cfg.heartbeat_s)
+            except TimeoutError:
+                await self._send(orjson.dumps({"type": "heartbeat", "server_time": int(time.time() * 1000)}))
+                continue
+            self.event.clear()
+            if self.client.overflowed:
+                return
+            while self.control:
+                await self._send(self.control.popleft())
+            while not self.client.paused and self.client.queue:
+                batch = self.client.take(FRAME_MAX_EVENTS)
+                await self._send(b'{"type":"events","events":[' + b",".join(e.data for e in batch) + b"]}")
+                now_ms = time.time() * 1000
+                for ev in batch:
+                    WS_BROADCASTS.labels(ev.type).inc()
+                    if ev.live:
+                        lat = max(0.0, (now_ms - ev.produced_ms) / 1000)
+                        WS_BROADCAST_LATENCY.labels(ev.type).observe(lat)
+                        self.first_send.append((ev, lat))
+                if self.client.overflowed:
+                    return
+
+    async def receive_loop(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is None:
+                raise ProtocolViolation(1003, "binary frames are not supported; send JSON text")
+            msg = parse_client_message(message["text"], self.cfg.max_ws_message_bytes)
+            if msg["action"] == "ping":
+                self.say({"type": "pong", "server_time": int(time.time() * 1000)})
+                continue
+            await self._subscribe(msg)
+
+    async def _subscribe(self, msg: dict[str, Any]) -> None:
+        c = self.client
+        c.filters = Filters(msg["types"], msg["site_ids"])
+        filters = {"types": sorted(msg["types"]) if msg["types"] is not None else None,
+                   "site_ids": sorted(msg["site_ids"]) if msg["site_ids"] is not None else None}
+        if self.attached:
+            self.say({"type": "subscribed", "filters": filters, "resume": "live", "replayed": 0})
+            return
+        self.attached = True
+        cursor: tuple[int, int] | None = msg.get("cursor")
+        if cursor is not None:
+            c.last_offset[cursor[0]] = cursor[1]
+        how, n = self.hub.attach(c, msg.get("resume_from"))
+        if how == "miss" and cursor is not None:
+            # Not in this process's ring (evicted, or another gateway served the client): read the gap back
+            # from Kafka while live events queue up behind it.
+            events, complete = await asyncio.to_thread(read_back, self.cfg.bootstrap, self.topic, cursor[0],
+                                                       cursor[1] + 1, c.tenant_id, self.cfg.ring_size)
+            self.say({"type": "subscribed", "filters": filters, "resume": "kafka" if complete else "kafka-partial",
+                      "replayed": len(events)})
+            Hub.complete_resume(c, events, cursor)
+            return
+        if how == "miss":
+            how = "unavailable"  # no cursor and the id is not held: the client knows it may have a gap
+        self.say({"type": "subscribed", "filters": filters, "resume": how, "replayed": n})
+        c.paused = False
+        c.wake()
+
+
+async def _deny(ws: WebSocket, status: int, message: str) -> None:
+    WS_CLOSED.labels(str(status)).inc()
+    body = orjson.dumps({"status": "error", "message": message})
+    await ws.send_denial_response(Response(body, status_code=status, media_type="application/json"))
+
+
+async def dashboard_ws(ws: WebSocket) -> None:
+    app_state = ws.app.state
+    cfg: GatewayConfig = app_state.config
+    hub: Hub = app_state.hub
+    verifier: TokenVerifier = app_state.verifier
+    if not auth.origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), cfg.allowed_origins,
+                               ws.url.scheme == "wss"):
+        await _deny(ws, 403, "origin not allowed")
+        return
+    offered = auth.offered_subprotocols(ws.headers)
+    token = auth.bearer_from_headers(ws.headers) or auth.bearer_from_subprotocols(offered)
+    principal = await verifier.verify(token)
+    if principal is None:
+        await _deny(ws, 401, "missing or invalid bearer token")
+        return
+    if not principal.can("noc:view"):
+        await _deny(ws, 403, "token lacks the noc:view capability")
+        return
+    await ws.accept(subprotocol=auth.SUBPROTOCOL if auth.SUBPROTOCOL in offered else None)
+    conn = Connection(ws, hub, cfg, principal.tenant_id, app_state.events_topic)
+    app_state.connections.add(conn)
+    WS_CLIENTS.inc()
+    conn.say({"type": "hello", "tenant_id": principal.tenant_id, "heartbeat_s": cfg.heartbeat_s,
+              "max_message_bytes": cfg.max_ws_message_bytes})
+    receiver = asyncio.create_task(conn.receive_loop())
+    conn.sender = asyncio.create_task(conn.send_loop())
+    try:
+        await asyncio.wait({receiver, conn.sender}, return_when=asyncio.FIRST_COMPLETED)
+        if conn.client.overflowed:
+            conn.close_code, conn.close_reason = 4008, f"slow consumer: more than {cfg.client_queue_max} events queued"
+        elif receiver.done() and not receiver.cancelled() and isinstance(receiver.exception(), ProtocolViolation):
+            exc = receiver.exception()
+            assert isinstance(exc, ProtocolViolation)
+            conn.close_code, conn.close_reason = exc.code, exc.reason
+        for task in (receiver, conn.sender):
+            if task.done() and not task.cancelled():
+                err = task.exception()
+                if err is not None and not isinstance(err, ProtocolViolation | WebSocketDisconnect | OSError):
+                    log.error("websocket task failed", exc_info=err)
+                    conn.close_code, conn.close_reason = 1011, "internal error"
+    finally:
+        hub.detach(conn.client)
+        app_state.connections.discard(conn)
+        WS_CLIENTS.dec()
+        for task in (receiver, conn.sender):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError, RuntimeError):
+            await asyncio.gather(receiver, conn.sender, return_exceptions=True)
+        if ws.application_state != WebSocketState.DISCONNECTED and ws.client_state != WebSocketState.DISCONNECTED:
+            if conn.close_code != 1000:
+                WS_CLOSED.labels(str(conn.close_code)).inc()
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
+                await asyncio.wait_for(ws.close(conn.close_code, conn.close_reason), 2.0)
