@@ -138,12 +138,12 @@ class Worker:
         )
         self.short_of = {topic(short, s.namespace): short for short in [*list(INPUT_STEMS), "tickets"]}
         self.inputs = self.app.topic(*(topic(short, s.namespace) for short in INPUT_STEMS),
-                                     key_serializer="raw", value_serializer="raw")
+                                     key_type=bytes, value_type=bytes)
         self.tickets = self.app.topic(topic("tickets", s.namespace), key_serializer="raw", value_serializer="raw")
         self.outputs = {short: self.app.topic(topic(short, s.namespace), key_serializer="raw",
                                               value_serializer="raw") for short in OUTPUT_TOPICS}
         self.table = self.app.Table("state", default=None, partitions=BY_SHORT["attendance"].partitions,
-                                    key_serializer="raw", value_serializer="raw")
+                                    key_type=bytes, value_type=bytes)
         self.store = TableStore(self.table)
         self.next_offset: dict[TP, int] = {}
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
@@ -253,6 +253,7 @@ class Worker:
 def run(settings: WorkerSettings) -> int:
     """Load reference data, start the metrics endpoint, run the Faust worker until stopped."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    (settings.data_dir / settings.namespace).mkdir(parents=True, exist_ok=True)
     worker = Worker(settings)
     n = worker.load_references()
     log.info("reference data loaded: %d records", n)
