@@ -9,7 +9,8 @@ Rules (all event time; see /work/notes/api-correlation.md for the contract the e
 * A record joins the most recent incident of its key when its time lies within ``window_ms`` of the
   incident's [first_seen, last_seen], the incident is not yet due to close, the incident would not
   span more than ``max_duration_ms``, and it holds fewer than ``max_evidence`` pieces. Otherwise it
-  starts a new incident.
+  starts a new incident; a key holds at most ``max_open`` incidents (a storm closes the oldest early,
+  with ``updated_at`` the event time of the piece that pushed it out).
 * An incident is published (revision 1, OPEN) once it has ``min_records`` pieces; until then it is
   *pending* and produces nothing (a pending group that goes quiet is dropped silently).
 * Every further piece is a new revision (+1, same incident_id). The close revision (CLOSED) comes
@@ -41,8 +42,10 @@ KIND_OF_STEM = {"noc_alert": "NOC_ALERT", "anomaly": "ANOMALY", "audit_finding":
                 "fraud_score": "FRAUD_SCORE"}
 # Fraud risk levels are on the same four-step scale; only HIGH and CRITICAL scores are evidence (by default).
 FRAUD_SEVERITY = {"LOW": "LOW", "MEDIUM": "MEDIUM", "HIGH": "HIGH", "CRITICAL": "CRITICAL"}
+KINDS: tuple[str, ...] = ("NOC_ALERT", "ANOMALY", "AUDIT_FINDING", "FRAUD_SCORE")
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 AGREEING_KINDS = 3  # this many distinct kinds raise the combined severity one level
-SUMMARY_MAX = 200
+SUMMARY_MAX = 100
 STATE_VERSION = 1
 
 
@@ -52,17 +55,18 @@ class CorrelationConfig:
     inactivity_ms: int = 60 * MINUTE_MS
     max_duration_ms: int = 6 * HOUR_MS
     min_records: int = 1
-    max_evidence: int = 50
+    max_evidence: int = 20  # per incident; the next piece starts a new incident (bounded state)
+    max_open: int = 2  # incidents held per key; a new one beyond this closes the oldest early
     min_severity: str = "LOW"
     fraud_min_risk: str = "HIGH"
     dedupe_horizon_ms: int = 24 * HOUR_MS
-    max_remembered: int = 1000  # per key: ids of closed incidents' evidence kept for dedupe
+    max_remembered: int = 32  # per key: ids of closed incidents' evidence kept for dedupe
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.inactivity_ms <= 0 or self.max_duration_ms <= 0:
             raise ValueError("window_ms, inactivity_ms and max_duration_ms must be positive")
-        if self.min_records < 1 or self.max_evidence < self.min_records:
-            raise ValueError("need 1 <= min_records <= max_evidence")
+        if self.min_records < 1 or self.max_evidence < self.min_records or self.max_open < 1:
+            raise ValueError("need 1 <= min_records <= max_evidence and max_open >= 1")
         if self.min_severity not in RANK or self.fraud_min_risk not in RANK:
             raise ValueError(f"severities are {', '.join(SEVERITIES)}")
 
@@ -85,7 +89,7 @@ class Evidence:
 
 def _clip(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 3] + "..."  # ASCII: keeps the str compact
 
 
 def _summary(stem: str, r: Record) -> str:
@@ -173,14 +177,27 @@ class Incident:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "rev": self.revision, "upd": self.updated_at,
-                "ev": [[e.event_id, e.kind, e.severity, e.occurred_at, e.summary, e.tenant_id, e.site_id, e.person_id]
-                       for e in self.evidence]}
+        """Compact: kind and severity as one small int, and site/person only where a piece differs from the
+        first (tenant never does: it is part of the key). Keeps a table entry small (see the memory test)."""
+        head = self.evidence[0]
+        ev: list[list[Any]] = []
+        for e in self.evidence:
+            row: list[Any] = [e.event_id, KIND_CODE[e.kind] * len(SEVERITIES) + RANK[e.severity], e.occurred_at,
+                              e.summary]
+            if (e.site_id, e.person_id) != (head.site_id, head.person_id):
+                row += [e.site_id, e.person_id]
+            ev.append(row)
+        return {"key": self.key, "rev": self.revision, "upd": self.updated_at, "t": head.tenant_id,
+                "s": head.site_id, "p": head.person_id, "ev": ev}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Incident:
-        ev = [Evidence(str(a), str(b), str(c), int(t), str(s), int(ten), str(site), p)
-              for a, b, c, t, s, ten, site, p in d["ev"]]
+        tenant, site, person = int(d["t"]), str(d["s"]), d["p"]
+        ev = []
+        for row in d["ev"]:
+            kind, sev = divmod(int(row[1]), len(SEVERITIES))
+            s_id, p_id = (str(row[4]), row[5]) if len(row) > 4 else (site, person)
+            ev.append(Evidence(str(row[0]), KINDS[kind], SEVERITIES[sev], int(row[2]), str(row[3]), tenant, s_id, p_id))
         return cls(str(d["key"]), ev, int(d["rev"]), int(d["upd"]))
 
 
@@ -229,6 +246,7 @@ class Correlator:
         if ev is None or state.knows(ev.event_id):
             return []
         key = correlation_key(stem, record)
+        outs: list[Out] = []
         joinable = [i for i in state.incidents if i.accepts(ev, cfg)]
         if joinable:
             inc = max(joinable, key=lambda i: (i.last_seen, i.first_seen))
@@ -236,11 +254,25 @@ class Correlator:
         else:
             inc = Incident(key.decode(), [ev])
             state.incidents.append(inc)
+            while len(state.incidents) > cfg.max_open:  # bounded: a storm closes its oldest incidents early
+                outs.extend(self._close(state, state.incidents.pop(0), ev.occurred_at))
         if inc.revision == 0 and len(inc.evidence) < cfg.min_records:
-            return []
+            return outs
         inc.revision += 1
         inc.updated_at = max(inc.updated_at, inc.last_seen)  # the latest event time known; never goes back
-        return [Out("incidents", key, "correlated_incident", inc.to_avro("OPEN"))]
+        outs.append(Out("incidents", key, "correlated_incident", inc.to_avro("OPEN")))
+        return outs
+
+    def _close(self, state: CorrelationState, inc: Incident, at: int) -> list[Out]:
+        """Close (publish CLOSED, if it was published) and remember its evidence ids for dedupe."""
+        for e in inc.evidence:
+            state.seen[e.event_id] = e.occurred_at
+        self._trim_seen(state)
+        if inc.revision == 0:
+            return []
+        inc.revision += 1
+        inc.updated_at = max(inc.updated_at, at)
+        return [Out("incidents", inc.key.encode(), "correlated_incident", inc.to_avro("CLOSED"))]
 
     def on_watermark(self, state: CorrelationState, watermark_ms: int) -> list[Out]:
         """Close incidents whose close time the watermark has passed; forget expired dedupe ids."""
@@ -251,21 +283,18 @@ class Correlator:
             due = inc.close_at(cfg)
             if due > watermark_ms:
                 keep.append(inc)
-                continue
-            if inc.revision > 0:
-                inc.revision += 1
-                inc.updated_at = max(inc.updated_at, due)
-                outs.append(Out("incidents", inc.key.encode(), "correlated_incident", inc.to_avro("CLOSED")))
-            for e in inc.evidence:
-                state.seen[e.event_id] = e.occurred_at
+            else:
+                outs.extend(self._close(state, inc, due))
         state.incidents = keep
         horizon = watermark_ms - cfg.dedupe_horizon_ms
-        seen = {k: t for k, t in state.seen.items() if t > horizon}
-        if len(seen) > cfg.max_remembered:  # bounded: keep the newest ids
-            newest = sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))[-cfg.max_remembered:]
-            seen = dict(newest)
-        state.seen = seen
+        state.seen = {k: t for k, t in state.seen.items() if t > horizon}
+        self._trim_seen(state)
         return outs
+
+    def _trim_seen(self, state: CorrelationState) -> None:
+        if len(state.seen) > self.config.max_remembered:  # bounded: keep the newest ids
+            newest = sorted(state.seen.items(), key=lambda kv: (kv[1], kv[0]))[-self.config.max_remembered:]
+            state.seen = dict(newest)
 
 
 class CorrelationEngine:

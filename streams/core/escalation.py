@@ -36,7 +36,7 @@ class EscalationConfig:
     fraud_threshold: float = 0.80
     fraud_cooldown_ms: int = DAY_MS
     dedupe_horizon_ms: int = 7 * DAY_MS  # must exceed fraud_cooldown_ms (the cooldown reads these times)
-    max_remembered: int = 256
+    max_remembered: int = 64
     reemit_on_redelivery: bool = False
 
     def __post_init__(self) -> None:

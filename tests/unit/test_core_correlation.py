@@ -278,7 +278,7 @@ def test_remembered_ids_are_bounded() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [dict(window_ms=0), dict(min_records=0), dict(min_records=5, max_evidence=3),
-                                    dict(min_severity="SEVERE")])
+                                    dict(min_severity="SEVERE"), dict(max_open=0)])
 def test_config_is_validated(kwargs: dict[str, int | str]) -> None:
     with pytest.raises(ValueError):
         CorrelationConfig(**kwargs)  # type: ignore[arg-type]
@@ -290,3 +290,61 @@ def test_engine_counts_open_incidents() -> None:
     assert eng.open_incidents() == 0
     eng.process("noc_alert", alert("a2", T0 + MIN))
     assert eng.open_incidents() == 1
+
+
+def test_max_open_closes_the_oldest_incident_early() -> None:
+    eng = CorrelationEngine(CorrelationConfig(max_open=2, max_evidence=1))
+    o1 = eng.process("noc_alert", alert("a1", T0))
+    o2 = eng.process("noc_alert", alert("a2", T0 + MIN))
+    o3 = eng.process("noc_alert", alert("a3", T0 + 2 * MIN))
+    assert len(o1) == len(o2) == 1
+    assert [(o.record["incident_id"], o.record["status"]) for o in o3] == [
+        (o1[0].record["incident_id"], "CLOSED"), (stable_id("inc", "1:p1", "a3"), "OPEN")]
+    assert o3[0].record["updated_at"] == T0 + 2 * MIN and o3[0].record["revision"] == 2
+    assert len(eng.states[b"1:p1"].incidents) == 2
+    assert eng.process("noc_alert", alert("a1", T0)) == []  # remembered after the early close
+
+
+def _table_bytes_per_key(dicts: list[dict[str, object]]) -> float:
+    """Heap bytes per key of the states as a Faust table holds them (JSON-decoded plain dicts)."""
+    import json
+    import tracemalloc
+
+    blobs = [json.dumps(d) for d in dicts]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held = [json.loads(b) for b in blobs]
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(held) == len(dicts)
+    return used / len(dicts)
+
+
+def test_state_size_is_bounded_and_10k_people_fit_in_200_mb() -> None:
+    c = Correlator()
+    uid = "-e0c3f6b2-9d1a-4c7e-8b1f-5a2d"  # uuid-length ids, like the producers'
+
+    def storm(i: int) -> dict[str, object]:  # worst case: every cap full (2 incidents x 20 + 32 remembered ids)
+        s = CorrelationState()
+        for j in range(200):
+            r = alert(f"{i:06d}-{j:03d}{uid}", T0 + j * 1000, person=f"person-{i:06d}{uid}")
+            r["message"] = "x" * 500
+            c.on_record(s, "noc_alert", r)
+        c.on_watermark(s, T0 + 150 * 1000)
+        assert sum(len(x.evidence) for x in s.incidents) <= 40 and len(s.seen) <= 32
+        return s.to_dict()
+
+    def typical(i: int) -> dict[str, object]:  # a closed incident of three, and a new one open
+        s = CorrelationState()
+        for j in range(3):
+            c.on_record(s, "noc_alert", alert(f"{i:06d}-{j}{uid}", T0 + j * MIN, person=f"person-{i:06d}"))
+        c.on_watermark(s, T0 + 2 * HOUR)
+        c.on_record(s, "anomaly", anomaly(f"{i:06d}-n{uid}", T0 + 3 * HOUR, person=f"person-{i:06d}"))
+        return s.to_dict()
+
+    worst = _table_bytes_per_key([storm(i) for i in range(200)])
+    usual = _table_bytes_per_key([typical(i) for i in range(1000)])
+    assert worst < 24 * 1024  # hard bound per key: 10,000 keys all at their caps stay near 200 MB
+    assert usual * 10_000 < 50 * 2**20  # realistic state of 10,000 people: far below 200 MB
