@@ -78,8 +78,10 @@ def replay_handler(args: argparse.Namespace) -> int:
 
     if args.from_ms is None or args.to_ms is None or not args.namespace:
         return _fail("noc replay needs --from, --to and --namespace (or: noc replay diff NAME)")
-    if args.namespace == LIVE_NAMESPACE:
-        return _fail(f"refusing to replay into {LIVE_NAMESPACE!r}, the live namespace; choose a sandbox name")
+    from streams.replay_io import live_namespaces
+
+    if args.namespace in live_namespaces():
+        return _fail(f"refusing to replay into {args.namespace!r}, the live namespace; choose a sandbox name")
     try:
         cfg = apply_overrides(args.overrides, args.model)
     except OverrideError as exc:

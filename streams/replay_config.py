@@ -127,9 +127,9 @@ def apply_overrides(assignments: Iterable[str], model_version: str | None = None
         section, fname = _resolve(name, secs, top)
         obj = top if section == TOP else secs[section]
         value = _coerce(raw, getattr(obj, fname), fname.endswith("_ms"))
-        changes: dict[str, Any] = {fname: value} if section == TOP else \
-            {section: dataclasses.replace(obj, **{fname: value})}
         try:
+            changes: dict[str, Any] = {fname: value} if section == TOP else \
+                {section: dataclasses.replace(obj, **{fname: value})}
             top = dataclasses.replace(top, **changes)
         except (ValueError, TypeError) as exc:
             raise OverrideError(f"{name}={raw}: {exc}") from exc

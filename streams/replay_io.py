@@ -215,15 +215,28 @@ def end_offsets(bootstrap: str, names: Sequence[str]) -> dict[tuple[str, int], i
 # -- writing -------------------------------------------------------------------------------------------
 
 
+def live_namespaces() -> set[str]:
+    """``noc`` and whatever NOC_NAMESPACE names as live on this machine."""
+    from infra.config import settings
+
+    return {LIVE_NAMESPACE, settings().namespace}
+
+
 def check_sandbox(namespace: str, source: str) -> None:
-    """Refuse a sandbox that is the live namespace or the one being replayed."""
+    """Refuse a sandbox that is a live namespace or the one being replayed."""
     if not namespace or "." in namespace:
         raise ReplayError(f"bad namespace {namespace!r}: a non-empty name without dots")
-    if namespace == LIVE_NAMESPACE:
-        raise ReplayError(f"refusing to replay into {LIVE_NAMESPACE!r}: that is the live namespace; "
+    if namespace in live_namespaces():
+        raise ReplayError(f"refusing to replay into {namespace!r}: that is the live namespace; "
                           "pick a sandbox name, e.g. --namespace whatif1")
     if namespace == source:
         raise ReplayError(f"refusing to replay {source!r} into itself: the sandbox must be another namespace")
+
+
+def guard_topic(name: str, namespace: str) -> None:
+    """Raise unless ``name`` is a topic of the sandbox ``namespace`` (and not of a live one)."""
+    if not name.startswith(namespace + ".") or any(name.startswith(live + ".") for live in live_namespaces()):
+        raise ReplayError(f"replay refused to write to {name!r}: only {namespace}.* topics are allowed")
 
 
 class SandboxProducer:
@@ -259,8 +272,7 @@ class SandboxProducer:
         return name
 
     def guard(self, name: str) -> None:
-        if not name.startswith(self.prefix) or name.startswith(LIVE_NAMESPACE + "."):
-            raise ReplayError(f"replay refused to write to {name!r}: only {self.prefix}* topics are allowed")
+        guard_topic(name, self.namespace)
 
     def produce(self, name: str, key: bytes | None, value: bytes, timestamp: int) -> None:
         self.guard(name)
