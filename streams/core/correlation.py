@@ -20,6 +20,8 @@ Rules (all event time; see /work/notes/api-correlation.md for the contract the e
   derives it from |score| / threshold); a fraud score's risk level HIGH -> HIGH, CRITICAL -> CRITICAL
   (LOW and MEDIUM scores are not evidence). ``combined_severity`` is the highest piece severity,
   raised one level (at most CRITICAL) when three or more distinct kinds agree.
+* An incident's tenant, site and person are those of its first piece (a guard's evidence from two sites
+  within the window is one incident about that guard; each piece keeps its own time and summary).
 * Duplicates (an id already in an incident of the key, or in one closed less than
   ``dedupe_horizon_ms`` ago) change nothing and produce nothing.
 """

@@ -348,3 +348,16 @@ def test_state_size_is_bounded_and_10k_people_fit_in_200_mb() -> None:
     usual = _table_bytes_per_key([typical(i) for i in range(1000)])
     assert worst < 24 * 1024  # hard bound per key: 10,000 keys all at their caps stay near 200 MB
     assert usual * 10_000 < 50 * 2**20  # realistic state of 10,000 people: far below 200 MB
+
+
+def test_evidence_from_another_site_survives_the_compact_state() -> None:
+    import json
+
+    c = Correlator()
+    state = CorrelationState()
+    c.on_record(state, "noc_alert", alert("a1", T0, site="s1"))
+    out = c.on_record(state, "audit_finding", finding("f1", T0 + MIN, site="s2"))[0].record
+    assert out["site_id"] == "s1"  # the incident's site is its first piece's
+    again = CorrelationState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+    assert again.incidents[0].evidence[1].site_id == "s2"
