@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fastavro.validation import validate
 
 from schemas import serde
 from schemas.topics import person_key
@@ -56,8 +57,16 @@ def fraud(sid: str, at: int, prob: float = 0.9, person: str = "p1", site: str = 
 
 
 def encodes(outs: list[Out]) -> list[bytes]:
-    """Every Out must fit its Avro schema; returns the encoded bytes (for determinism checks)."""
-    return [serde.encode(o.stem, o.record) for o in outs]
+    """Every Out must fit its Avro schema (strict validation, and a lossless encode/decode round trip);
+    returns the encoded bytes (for determinism checks)."""
+    store = serde.store()
+    encoded = []
+    for o in outs:
+        validate(o.record, store.current[o.stem].parsed, raise_errors=True)
+        data = serde.encode(o.stem, o.record)
+        assert serde.decode(data, expected=o.stem) == o.record
+        encoded.append(data)
+    return encoded
 
 
 # -- tests ---------------------------------------------------------------------------------------------
