@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from gateway.hub import FeedEvent, Hub
 from gateway.lag import poll_group_lag
 from gateway.openapi import openapi_document
 from gateway.tokens import TokenVerifier, ensure_schema
-from gateway.ws import Connection, dashboard_ws
+from gateway.ws import dashboard_ws
 from schemas.topics import topic
 
 log = logging.getLogger("nocstream.gateway")
@@ -55,11 +56,10 @@ async def _flush_latencies(app: Starlette) -> None:
     pending: dict[tuple[str, int], tuple[FeedEvent, float, float, int]] = {}
     while True:
         await asyncio.sleep(1.0)
-        conns: set[Connection] = app.state.connections
-        for conn in conns:
-            for ev, lat in conn.first_send:
-                pending.setdefault((ev.event_id, ev.tenant_id), (ev, lat, time.time() - lat, 0))
-            conn.first_send.clear()
+        log_: deque[tuple[FeedEvent, float]] = app.state.sent_log
+        while log_:
+            ev, lat = log_.popleft()
+            pending.setdefault((ev.event_id, ev.tenant_id), (ev, lat, time.time() - lat, 0))
         if not pending:
             continue
         done: list[tuple[str, int]] = []
@@ -174,5 +174,6 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     app.state.cache = TTLCache(cfg.cache_ttl_s, cfg.cache_max_entries)
     app.state.hub = Hub(cfg.ring_size)
     app.state.connections = set()
+    app.state.sent_log = deque(maxlen=100_000)
     app.state.events_topic = topic("events", cfg.namespace)
     return app

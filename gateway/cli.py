@@ -26,7 +26,8 @@ def serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level=args.log_level, ws_ping_interval=15,
-                ws_ping_timeout=20, ws_max_size=64 * 1024, timeout_keep_alive=30, access_log=args.access_log)
+                ws_ping_timeout=20, ws_max_size=64 * 1024, ws_per_message_deflate=False, timeout_keep_alive=30,
+                access_log=args.access_log)
     return 0
 
 

@@ -23,6 +23,7 @@ class GatewayConfig:
     cache_ttl_s: float = 60.0
     cache_max_entries: int = 10_000
     ring_size: int = 2_000  # events kept per tenant for resume
+    resume_max_events: int = 10_000  # most events a resume reads back from Kafka
     client_queue_max: int = 1_000  # events buffered per client before it is closed as too slow
     heartbeat_s: float = 15.0
     max_ws_message_bytes: int = 4_096

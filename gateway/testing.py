@@ -33,7 +33,7 @@ def running_gateway(cfg: GatewayConfig, port: int | None = None, **uvicorn_kw: A
     """Serve ``create_app(cfg)`` on 127.0.0.1 in a background thread; yields the base URL."""
     port = port or free_port()
     config = uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            ws_max_size=64 * 1024, **uvicorn_kw)
+                            ws_max_size=64 * 1024, ws_per_message_deflate=False, **uvicorn_kw)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
     thread.start()

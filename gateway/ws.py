@@ -107,7 +107,8 @@ class Connection:
         self.close_reason = ""
         self.sending = False
         self.sender: asyncio.Task[None] | None = None
-        self.first_send: list[tuple[FeedEvent, float]] = []  # (event, latency s) for the event log, see app.py
+        # (event, latency s) of every live send, drained once a second into event_log by app.py
+        self.sent_log: deque[tuple[FeedEvent, float]] = ws.app.state.sent_log
 
     def _wake(self) -> None:
         self.event.set()
@@ -146,7 +147,7 @@ class Connection:
                     if ev.live:
                         lat = max(0.0, (now_ms - ev.produced_ms) / 1000)
                         WS_BROADCAST_LATENCY.labels(ev.type).observe(lat)
-                        self.first_send.append((ev, lat))
+                        self.sent_log.append((ev, lat))
                 if self.client.overflowed:
                     return
 
@@ -180,7 +181,7 @@ class Connection:
             # Not in this process's ring (evicted, or another gateway served the client): read the gap back
             # from Kafka while live events queue up behind it.
             events, complete = await asyncio.to_thread(read_back, self.cfg.bootstrap, self.topic, cursor[0],
-                                                       cursor[1] + 1, c.tenant_id, self.cfg.ring_size)
+                                                       cursor[1] + 1, c.tenant_id, self.cfg.resume_max_events)
             self.say({"type": "subscribed", "filters": filters, "resume": "kafka" if complete else "kafka-partial",
                       "replayed": len(events)})
             Hub.complete_resume(c, events, cursor)
