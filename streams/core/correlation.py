@@ -28,6 +28,8 @@ Rules (all event time; see /work/notes/api-correlation.md for the contract the e
 
 from __future__ import annotations
 
+import functools
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +131,11 @@ def evidence_of(stem: str, record: Record, config: CorrelationConfig | None = No
                     int(record["tenant_id"]), str(record["site_id"]), record.get("person_id"))
 
 
+@functools.lru_cache(maxsize=4096)
+def _incident_id(key: str, first_event_id: str) -> str:
+    return stable_id("inc", key, first_event_id)
+
+
 @dataclass(slots=True)
 class Incident:
     """An incident being built: pending (revision 0) until it has ``min_records`` pieces, then published."""
@@ -140,7 +147,7 @@ class Incident:
 
     @property
     def incident_id(self) -> str:
-        return stable_id("inc", self.key, self.evidence[0].event_id)
+        return _incident_id(self.key, self.evidence[0].event_id)
 
     @property
     def first_seen(self) -> int:
@@ -300,15 +307,28 @@ class Correlator:
 
 
 class CorrelationEngine:
-    """Drives a :class:`Correlator` over many keys in memory (replays, tests, a simple edge)."""
+    """Drives a :class:`Correlator` over many keys in memory (replays, tests, a simple edge), with a deadline
+    heap so that :meth:`advance` only touches keys that have something due."""
 
     def __init__(self, config: CorrelationConfig | None = None) -> None:
         self.correlator = Correlator(config)
         self.states: dict[bytes, CorrelationState] = {}
+        self._deadline: dict[bytes, int] = {}  # the current deadline per key; heap entries that differ are stale
+        self._heap: list[tuple[int, bytes]] = []
 
     @property
     def config(self) -> CorrelationConfig:
         return self.correlator.config
+
+    def _track(self, key: bytes, state: CorrelationState) -> None:
+        if state.is_empty():
+            self.states.pop(key, None)
+            self._deadline.pop(key, None)
+            return
+        deadline = state.next_deadline(self.config)
+        if deadline is not None and self._deadline.get(key) != deadline:
+            self._deadline[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
 
     def process(self, stem: str, record: Record) -> list[Out]:
         if stem not in KIND_OF_STEM:
@@ -318,20 +338,20 @@ class CorrelationEngine:
         if state is None:
             state = self.states[key] = CorrelationState()
         outs = self.correlator.on_record(state, stem, record)
-        if state.is_empty():
-            del self.states[key]
+        self._track(key, state)
         return outs
 
     def advance(self, watermark_ms: int) -> list[Out]:
-        """Apply the watermark to every key that has something due, in key order (deterministic)."""
+        """Apply the watermark to every key that has something due, in (deadline, key) order (deterministic)."""
         outs: list[Out] = []
-        for key in sorted(self.states):
+        while self._heap and self._heap[0][0] <= watermark_ms:
+            deadline, key = heapq.heappop(self._heap)
+            if self._deadline.get(key) != deadline:
+                continue  # stale: the key's deadline moved since
+            del self._deadline[key]
             state = self.states[key]
-            deadline = state.next_deadline(self.config)
-            if deadline is not None and deadline <= watermark_ms:
-                outs.extend(self.correlator.on_watermark(state, watermark_ms))
-                if state.is_empty():
-                    del self.states[key]
+            outs.extend(self.correlator.on_watermark(state, watermark_ms))
+            self._track(key, state)
         return outs
 
     def open_incidents(self) -> int:
@@ -343,5 +363,8 @@ class CorrelationEngine:
     @classmethod
     def from_dict(cls, d: dict[str, Any], config: CorrelationConfig | None = None) -> CorrelationEngine:
         eng = cls(config)
-        eng.states = {k.encode(): CorrelationState.from_dict(v) for k, v in d.items()}
+        for k, v in sorted(d.items()):
+            key = k.encode()
+            eng.states[key] = CorrelationState.from_dict(v)
+            eng._track(key, eng.states[key])
         return eng
