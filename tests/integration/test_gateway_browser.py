@@ -1,0 +1,74 @@
+"""End to end in headless Chromium: sign in with a token, see a fraud event arrive live, save a screenshot."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.config import GatewayConfig
+from gateway.testing import FeedProducer, noc_event, running_gateway, seed_rows
+from gateway.tokens import create_token
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+SHOTS = Path(__file__).resolve().parents[2] / ".cache" / "screenshots"
+
+
+def test_dashboard_shows_a_fraud_event_live(pg_schema: tuple[str, str], namespace: str, kafka_bootstrap: str) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dsn, _ = pg_schema
+    seed_rows(dsn)
+    token = create_token(dsn, 1, ["noc:view"])[1]
+    cfg = dataclasses.replace(GatewayConfig(), dsn=dsn, bootstrap=kafka_bootstrap, namespace=namespace)
+    feed = FeedProducer(kafka_bootstrap, namespace)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    profile = tempfile.mkdtemp(prefix="noc-chrome-")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    with running_gateway(cfg) as url:
+        driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+        try:
+            driver.set_page_load_timeout(20)
+            wait = WebDriverWait(driver, 20)
+            driver.get(url + "/")
+            driver.find_element(By.ID, "token").send_keys("noc_wrong_" + "x" * 30)
+            driver.find_element(By.ID, "signin-button").click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, "signin-error"), "invalid bearer token"))
+            field = driver.find_element(By.ID, "token")
+            field.clear()
+            field.send_keys(token)
+            driver.find_element(By.ID, "signin-button").click()
+            wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "live")
+            # The REST panels are filled: the seeded incident, ticket and heatmap site of tenant 1 only.
+            assert "Incident of tenant 1" in driver.find_element(By.ID, "incidents").text
+            assert "Ticket of tenant 1" in driver.find_element(By.ID, "tickets").text
+            assert "tenant 2" not in driver.find_element(By.ID, "dashboard").text
+
+            started = time.monotonic()
+            feed.send(noc_event("fraud_scored", "fraud-live-1", 1,
+                                {"fraud_probability": 0.97, "risk_level": "CRITICAL", "model_version": "rules-v1",
+                                 "site_id": "s-live"}, site_id="s-live", person_id="p-1"))
+            feed.send(noc_event("fraud_scored", "fraud-other-tenant", 2, {"risk_level": "CRITICAL"},
+                                site_id="s-2-live"))
+            row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, 'li[data-event-id="fraud-live-1"]')))
+            seen_after = time.monotonic() - started
+            assert "fraud_scored" in row.text and "0.97" in row.text
+            cell = driver.find_element(By.CSS_SELECTOR, '.cell[data-site="s-live"]')
+            assert cell.get_attribute("data-high") == "1"
+            assert not driver.find_elements(By.CSS_SELECTOR, 'li[data-event-id="fraud-other-tenant"]')
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            assert driver.save_screenshot(str(SHOTS / "dashboard.png"))
+            assert seen_after < 10
+        finally:
+            driver.quit()
