@@ -50,7 +50,8 @@ def hash_token(token: str) -> str:
 def well_formed(token: str) -> bool:
     # Checked before any lookup so junk never reaches the database. token_urlsafe only uses [A-Za-z0-9_-],
     # which are all valid in a Sec-WebSocket-Protocol value.
-    return token.startswith(PREFIX) and 20 <= len(token) <= 200 and all(c.isalnum() or c in "-_" for c in token)
+    return (token.startswith(PREFIX) and 20 <= len(token) <= 200
+            and all((c.isascii() and c.isalnum()) or c in "-_" for c in token))
 
 
 def ensure_schema(dsn: str) -> None:
