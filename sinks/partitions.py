@@ -58,9 +58,9 @@ def bounds(day: date) -> tuple[datetime, datetime]:
     return lo, lo + timedelta(days=1)
 
 
-def days_needed(times_ms: Iterable[int], ahead: int = 1) -> set[date]:
-    """The days covering ``times_ms``, plus ``ahead`` days after the latest one (created before they are due)."""
-    days = {day_of(t) for t in times_ms}
+def days_needed(times: Iterable[datetime], ahead: int = 1) -> set[date]:
+    """The UTC days covering ``times``, plus ``ahead`` days after the latest one (created before they are due)."""
+    days = {t.astimezone(UTC).date() for t in times}
     if days and ahead > 0:
         last = max(days)
         days.update(last + timedelta(days=i) for i in range(1, ahead + 1))

@@ -1,0 +1,283 @@
+"""The sink worker: a confluent-kafka consumer in a group, batching into Postgres, at-least-once + idempotent.
+
+Order of effects per batch: (1) write every row in one Postgres transaction and commit, (2) publish the
+feed events and dead letters it produced (stable ids, so a repeat is harmless), (3) commit the batch's
+exact offsets. A crash anywhere before (3) redelivers the batch, and the upserts absorb it.
+
+While Postgres is unreachable the worker pauses its partitions and retries the same batch with backoff,
+never skipping a record. The in-memory batch is bounded (BatchPolicy.max_records); consumption stops while a
+batch is written. On a rebalance the batch is flushed before the partitions go; if that fails, it is
+dropped uncommitted (the new owner reads it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from schemas.serde import encode, store
+from schemas.topics import topic as topic_name
+from sinks import metrics
+from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
+from sinks.migrate import migrate
+from sinks.routes import SUNK_TOPICS, Raw, prepare
+from sinks.writer import Writer, WriteResult
+from streams.core.ids import tenant_key
+
+log = logging.getLogger("noc.sink")
+KAFKA_TIMEOUT_S = 10.0
+
+
+@dataclass
+class SinkConfig:
+    dsn: str
+    bootstrap: str
+    namespace: str = "noc"
+    topics: tuple[str, ...] = SUNK_TOPICS
+    group: str = "noc-sink"
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    backoff: Backoff = field(default_factory=Backoff)
+    until_caught_up: bool = False  # stop once every assigned partition is read and committed to its end
+    max_idle_s: float | None = None  # stop after this long without a record
+    metrics_port: int | None = None
+    run_migrations: bool = True
+    instance_id: str | None = None  # static group membership: a restarted worker takes its partitions back at once
+    publish: bool = True  # produce ticket_updated feed events and dead letters to Kafka
+
+
+@dataclass
+class RunStats:
+    records: int = 0
+    batches: int = 0
+    rows: int = 0
+    dead: int = 0
+    feed: int = 0
+    db_retries: int = 0
+    seconds: float = 0.0
+
+
+class SinkWorker:
+    def __init__(self, cfg: SinkConfig) -> None:
+        self.cfg = cfg
+        self.stats = RunStats()
+        self.writer = Writer(cfg.dsn)
+        self.buf: list[Raw] = []
+        self.first_at = 0.0
+        self.stopping = False
+        self._short = {topic_name(s, cfg.namespace): s for s in cfg.topics}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
+            "max.poll.interval.ms": 600_000, "queued.max.messages.kbytes": 32_768, "statistics.interval.ms": 5_000,
+            "stats_cb": self._on_stats, "socket.timeout.ms": 10_000,
+        }
+        if cfg.instance_id:
+            conf["group.instance.id"] = cfg.instance_id
+        self.consumer = Consumer(conf)
+        self.admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "socket.timeout.ms": 10_000})
+        self.producer = Producer({"bootstrap.servers": cfg.bootstrap, "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": 5, "message.timeout.ms": 30_000}) if cfg.publish else None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def stop(self, _sig: int | None = None, _frame: FrameType | None = None) -> None:
+        self.stopping = True
+
+    def run(self) -> RunStats:
+        t0 = time.monotonic()
+        if self.cfg.run_migrations:
+            migrate(self.cfg.dsn)
+        if self.cfg.metrics_port:
+            from prometheus_client import start_http_server
+            start_http_server(self.cfg.metrics_port)
+        self.consumer.subscribe(list(self._short), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_record = time.monotonic()
+        try:
+            while not self.stopping:
+                age = (time.monotonic() - self.first_at) * 1000 if self.buf else 0.0
+                room = self.cfg.policy.room(len(self.buf))
+                msgs = self.consumer.consume(num_messages=min(room, 1000), timeout=self.cfg.policy.wait_ms(
+                    len(self.buf), age) / 1000) if room else []
+                got = self._take(msgs)
+                if got:
+                    last_record = time.monotonic()
+                age = (time.monotonic() - self.first_at) * 1000 if self.buf else 0.0
+                if self.cfg.policy.due(len(self.buf), age):
+                    self.flush()
+                if got or self.buf:
+                    continue
+                idle = time.monotonic() - last_record
+                if self.cfg.max_idle_s is not None and idle >= self.cfg.max_idle_s:
+                    log.info("idle for %.1fs: stopping", idle)
+                    break
+                if self.cfg.until_caught_up and self.caught_up():
+                    log.info("caught up: stopping")
+                    break
+            self.flush()
+        finally:
+            self.consumer.close()
+            if self.producer is not None:
+                self.producer.flush(KAFKA_TIMEOUT_S)
+            self.writer.close()
+            self.stats.seconds = time.monotonic() - t0
+        return self.stats
+
+    def _take(self, msgs: list[Message]) -> int:
+        n = 0
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            if not self.buf:
+                self.first_at = time.monotonic()
+            topic = m.topic() or ""
+            self.buf.append(Raw(self._short[topic], topic, m.partition() or 0, m.offset() or 0, m.key(), m.value(),
+                                m.timestamp()[1]))
+            n += 1
+        self.stats.records += n
+        return n
+
+    # -- the batch -------------------------------------------------------------------------------
+
+    def flush(self, max_attempts: int | None = None) -> None:
+        """Write, publish, commit the current batch. ``max_attempts`` bounds DB retries (rebalance path)."""
+        if not self.buf:
+            return
+        batch, self.buf = self.buf, []
+        prep = prepare(batch, store())
+        attempt, paused = 0, False
+        while True:
+            try:
+                with metrics.FLUSH.time():
+                    res = self.writer.write(prep)
+                break
+            except psycopg.OperationalError as exc:
+                attempt += 1
+                self.stats.db_retries += 1
+                metrics.RETRIES.inc()
+                if (max_attempts is not None and attempt >= max_attempts) or (self.stopping and attempt > 3):
+                    log.warning("batch of %d dropped uncommitted (it will be redelivered): %s", len(batch), exc)
+                    if paused:
+                        self._resume()
+                    return
+                if not paused:
+                    self.consumer.pause(self.consumer.assignment())
+                    paused = True
+                delay = self.cfg.backoff.delay(attempt)
+                log.warning("postgres unavailable (attempt %d, retry in %.1fs): %s", attempt, delay,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                time.sleep(delay)  # backoff between reconnect attempts, not a stand-in for synchronisation
+        self._publish(res)
+        self._commit(batch)
+        if paused:
+            self._resume()
+        self.stats.batches += 1
+        metrics.BATCHES.inc()
+        log.debug("batch of %d records committed in %.3fs", len(batch), res.seconds)
+        for name, n in res.rows.items():
+            self.stats.rows += n
+            metrics.ROWS.labels(name).inc(n)
+        self.stats.dead += len(res.dead)
+        for d in res.dead:
+            metrics.DEAD.labels(d["reason"]).inc()
+
+    def _resume(self) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+
+    def _publish(self, res: WriteResult) -> None:
+        """Produce the batch's feed events and dead letters; retried until delivered (ids are stable)."""
+        if self.producer is None or not (res.feed or res.dead):
+            return
+        attempt = 0
+        while True:
+            errors: list[str] = []
+
+            def done(err: Any, _msg: Any, errors: list[str] = errors) -> None:
+                if err is not None:
+                    errors.append(str(err))
+
+            events = topic_name("events", self.cfg.namespace)
+            for ev in res.feed:
+                self.producer.produce(events, key=tenant_key(ev["tenant_id"]), value=encode("noc_event", ev),
+                                      timestamp=ev["timestamp"], on_delivery=done)
+            dlq = topic_name("dead-letters", self.cfg.namespace)
+            for d in res.dead:
+                if d["source_topic"] != dlq:  # a broken dead letter is stored, not sent round again
+                    self.producer.produce(dlq, key=d["source_topic"].encode(), value=encode("dead_letter", d),
+                                          on_delivery=done)
+            left = self.producer.flush(KAFKA_TIMEOUT_S * 3)
+            if left == 0 and not errors:
+                self.stats.feed += len(res.feed)
+                return
+            attempt += 1
+            log.warning("publishing feed events failed (attempt %d): %s", attempt, errors or f"{left} undelivered")
+            time.sleep(self.cfg.backoff.delay(attempt))  # backoff before producing the same events again
+
+    def _commit(self, batch: list[Raw]) -> None:
+        offsets = next_offsets((r.topic, r.partition, r.offset) for r in batch)
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            # Lost the partitions meanwhile: the new owner re-reads the batch and the upserts absorb it.
+            log.warning("offset commit failed (batch will be redelivered, harmlessly): %s", exc)
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %d", len(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked (%d): flushing the batch first", len(partitions))
+        self.flush(max_attempts=3)
+
+    def _on_stats(self, stats_json: str) -> None:
+        metrics.record_lag(metrics.lag_from_stats(stats_json))
+
+    def caught_up(self) -> bool:
+        """Every assigned partition read and committed to its current end (also refreshes the lag gauge).
+
+        End offsets come from one ListOffsets request for all partitions (per-partition watermark queries
+        cost ~0.5 s each); an error (e.g. a leader still being elected) just means "not yet".
+        """
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return False
+        try:
+            committed = self.consumer.committed(assignment, timeout=KAFKA_TIMEOUT_S)
+            futures = self.admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()
+                                               for tp in assignment}, request_timeout=KAFKA_TIMEOUT_S)
+            ends = {(tp.topic, tp.partition): f.result(timeout=KAFKA_TIMEOUT_S).offset for tp, f in futures.items()}
+        except KafkaException as exc:
+            log.debug("end offsets not available yet: %s", exc)
+            return False
+        done = True
+        for tp in committed:
+            n = lag(ends[(tp.topic, tp.partition)], tp.offset)
+            metrics.LAG.labels(tp.topic, str(tp.partition)).set(n)
+            done = done and n == 0
+        return done
+
+
+def install_signal_handlers(worker: SinkWorker) -> None:
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+
+
+def run_sink(cfg: SinkConfig) -> RunStats:
+    """Run one sink worker until stopped (SIGTERM/SIGINT) or, with the options, caught up / idle."""
+    worker = SinkWorker(cfg)
+    install_signal_handlers(worker)
+    return worker.run()
