@@ -2,7 +2,8 @@
 
 The change itself (state machine, version, history row, the ``ticket_updated`` feed event) belongs to the
 sinks: ``sinks.tickets_api.change_ticket``. It is imported lazily so the gateway runs before it exists
-(the endpoint then answers 501).
+(the endpoint then answers 501). The change is committed before its feed event is published; the event id is
+stable, so a client retry after a 503 publishes it without changing the ticket twice.
 """
 
 from __future__ import annotations
@@ -14,26 +15,16 @@ from typing import Any
 
 import orjson
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import api
 from gateway.metrics import API_LATENCY, API_REQUESTS
-from schemas import serde
 
 MAX_BODY = 4096
 ROUTE = "/tickets/{ticket_id}/state"
 _FIELDS = {"status", "resolution", "note", "priority"}
-
-
-def _producer(request: Request) -> Producer:
-    prod = getattr(request.app.state, "producer", None)
-    if prod is None:
-        prod = Producer({"bootstrap.servers": request.app.state.config.bootstrap, "message.timeout.ms": 10_000,
-                         "enable.idempotence": True})
-        request.app.state.producer = prod
-    return prod
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -84,23 +75,20 @@ async def _change_state(request: Request) -> Response:
             mod = importlib.import_module("sinks.tickets_api")
         except ImportError:
             raise api.ApiError(501, "ticket changes are not available in this build") from None
-        producer = _producer(request)
-        topic_name = state.events_topic
-
-        def emit(event: dict[str, Any]) -> None:
-            producer.produce(topic_name, key=str(event["tenant_id"]).encode(), value=serde.encode("noc_event", event))
+        publish = getattr(state, "ticket_publish", None)
+        if publish is None:
+            publish = state.ticket_publish = await asyncio.to_thread(
+                mod.kafka_publisher, state.config.bootstrap, state.config.namespace)
 
         def run() -> Any:
-            result = mod.change_ticket(state.config.dsn, principal.tenant_id, ticket_id, body["status"],
-                                       actor=f"token:{principal.token_id}", resolution=body.get("resolution"),
-                                       note=body.get("note"), priority=body.get("priority"), emit=emit)
-            producer.flush(10)
-            return result
+            return mod.change_ticket(state.config.dsn, principal.tenant_id, ticket_id, body["status"],
+                                     actor=f"token:{principal.token_id}", resolution=body.get("resolution"),
+                                     note=body.get("note"), priority=body.get("priority"), publish=publish)
 
         result = await asyncio.wait_for(asyncio.to_thread(run), 20)
         if not result.ok:
             reason = str(result.reason or "change refused")
-            raise api.ApiError(404 if result.ticket is None and "not found" in reason.lower() else 409, reason)
+            raise api.ApiError(404 if result.ticket is None else 409, reason)
         state.cache.invalidate_tenant(principal.tenant_id)
         return Response(b'{"status":"success","cached":false,"data":' + api.dumps(result.ticket) + b"}",
                         media_type=api.JSON, headers={"cache-control": "no-store"})
@@ -110,3 +98,5 @@ async def _change_state(request: Request) -> Response:
         return api.error_response(503, "ticket change timed out")
     except psycopg.OperationalError:
         return api.error_response(503, "database unavailable")
+    except KafkaException as exc:  # the change is committed; its feed event is republished by a retry
+        return api.error_response(503, f"ticket changed but its feed event was not delivered: {exc}")

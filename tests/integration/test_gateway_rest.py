@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +132,51 @@ def test_openapi_metrics_and_health(gw: dict[str, Any]) -> None:
         assert name in metrics
     assert 'route="/incidents"' in metrics
     assert c.get("/health").json()["data"]["consumer"]["ready"] is True
+
+
+def test_ticket_state_change_needs_manage_and_refuses_bad_changes(gw: dict[str, Any], namespace: str,
+                                                                  kafka_bootstrap: str) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas import serde
+
+    c = gw["client"]
+    m2 = create_token(gw["dsn"], 2, ["noc:manage"])[1]
+
+    def post(token: str, ticket: str, body: Any) -> httpx.Response:
+        return c.post(f"{API}/tickets/{ticket}/state", headers={"Authorization": f"Bearer {token}"},
+                      content=body if isinstance(body, bytes) else None, json=None if isinstance(body, bytes) else body)
+
+    assert _get(gw, "/tickets/tk-1").json()["data"]["status"] == "NEW"  # now cached
+    assert post(gw["tokens"]["m1"], "tk-1", {"status": "WHATEVER"}).status_code == 400
+    assert post(gw["tokens"]["m1"], "tk-1", b"{not json").status_code == 400
+    assert post(gw["tokens"]["m1"], "tk-1", {"status": "OPEN", "extra": 1}).status_code == 400
+    assert post(gw["tokens"]["m1"], "tk-1", b"x" * 5000).status_code == 413
+    assert post(m2, "tk-1", {"status": "OPEN"}).status_code == 404  # tenant 2 cannot touch tenant 1's ticket
+    refused = post(gw["tokens"]["m1"], "tk-1", {"status": "CLOSED"})
+    assert refused.status_code == 409 and refused.json()["status"] == "error"
+    ok = post(gw["tokens"]["m1"], "tk-1", {"status": "OPEN", "note": "looking"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["data"]["status"] == "OPEN" and ok.json()["data"]["version"] == 2
+    detail = _get(gw, "/tickets/tk-1").json()
+    assert detail["cached"] is False and detail["data"]["status"] == "OPEN"  # the change invalidated the cache
+    assert [h["to_status"] for h in detail["data"]["history"]][-1] == "OPEN"
+    # The ticket_updated feed event is on the events topic.
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "t-" + namespace,
+                         "enable.auto.commit": False})
+    try:
+        from schemas.topics import topic
+        name = topic("events", namespace)
+        parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in parts])
+        deadline = time.monotonic() + 15
+        found = None
+        while found is None and time.monotonic() < deadline:
+            for msg in consumer.consume(100, timeout=0.5):
+                if msg.error() is None:
+                    rec = serde.decode(msg.value(), expected="noc_event")
+                    if rec["type"] == "ticket_updated":
+                        found = rec
+        assert found is not None and found["tenant_id"] == 1
+    finally:
+        consumer.close()
