@@ -149,3 +149,20 @@ def test_feed_event_decoding_and_feed_metrics() -> None:
     assert orjson.loads(to_feed_event(_Msg(serde.encode("noc_event", raw))).data)["payload"] == "not json"  # type: ignore[arg-type]
     with pytest.raises(serde.DecodeError):
         to_feed_event(_Msg(b"junk"))  # type: ignore[arg-type]
+
+
+def test_grafana_dashboard_queries_only_metrics_the_gateway_exports() -> None:
+    import re
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    dash = orjson.loads((Path(__file__).resolve().parents[2] / "infra" / "grafana" / "nocstream-gateway.json")
+                        .read_bytes())
+    exported = {m.name for m in REGISTRY.collect()}
+    used = {re.sub(r"_(bucket|total)$", "", name) for p in dash["panels"] for t in p["targets"]
+            for name in re.findall(r"\bnoc_[a-z_]+", t["expr"])}
+    assert used and used <= exported, used - exported
+    for required in ("noc_api_requests", "noc_api_latency_seconds", "noc_websocket_broadcast_latency_seconds",
+                     "noc_consumer_lag", "noc_fraud_tickets_created"):
+        assert required in used
