@@ -2,8 +2,16 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sinks.partitions import PARTITIONED, bounds, create_sql, day_of, days_needed, expired, parse_partition, \
-    partition_name
+from sinks.partitions import (
+    PARTITIONED,
+    bounds,
+    create_sql,
+    day_of,
+    days_needed,
+    expired,
+    parse_partition,
+    partition_name,
+)
 
 
 def test_names_round_trip() -> None:
