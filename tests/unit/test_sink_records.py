@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 T0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+DAY_MS = 86_400_000
 
 
 def attendance(i: int = 0, at: int = T0) -> dict[str, Any]:
