@@ -38,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. anomaly.threshold=4.0, fraud.threshold=0.9, correlation.window=30m")
     p.add_argument("--no-compare", action="store_true", help="what-if: do not also run the live configuration")
+    p.add_argument("--sink", action="store_true",
+                   help="also load the sandbox's outputs into Postgres schema replay_<namespace> (at --dsn)")
     p.add_argument("--bootstrap", default=s.bootstrap)
-    p.add_argument("--dsn", default=s.pg_dsn, help="Postgres with the model registry (for --model)")
+    p.add_argument("--dsn", default=s.pg_dsn, help="Postgres: the model registry (--model) and --sink target")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=replay_handler)
@@ -91,6 +93,11 @@ def replay_handler(args: argparse.Namespace) -> int:
                         dsn=args.dsn, compare_live=not args.no_compare, progress=None if args.quiet else sys.stderr)
     try:
         rep = run_replay(req)
+        sunk = None
+        if args.sink:
+            from streams.replay_sink import sink_sandbox
+
+            sunk = sink_sandbox(args.dsn, args.bootstrap, args.namespace, args.source, sorted(rep.outputs))
     except ReplayError as exc:
         return _fail(str(exc))
     if args.json:
@@ -102,6 +109,9 @@ def replay_handler(args: argparse.Namespace) -> int:
     print("  out: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.outputs.items())))
     if rep.dead_letters:
         print("  dead letters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.dead_letters.items())))
+    if sunk is not None:
+        print(f"  sunk: {sunk.records:,} records as {sunk.rows:,} rows into schema {sunk.schema} "
+              f"in {sunk.seconds:.1f}s")
     if rep.metrics:
         print(render(rep.metrics))
     print(f"compare with: noc replay diff {rep.sandbox}")

@@ -224,3 +224,24 @@ def test_replay_matches_the_live_worker(world: World, twins: tuple[ReplayReport,
     assert inc.base_count > 0
     off = len(inc.added) + len(inc.removed) + len(inc.changed)
     assert off <= 0.1 * inc.base_count, (off, inc.base_count)
+
+
+def test_sink_into_its_own_schema(world: World, twins: tuple[ReplayReport, ReplayReport], pg_dsn: str) -> None:
+    import psycopg
+
+    from streams.replay_sink import drop_schema, schema_for, sink_sandbox
+
+    a, _ = twins
+    try:
+        rep = sink_sandbox(pg_dsn, world.bootstrap, a.sandbox, world.live, sorted(a.outputs))
+        assert rep.schema == schema_for(a.sandbox) and rep.records > 0
+        snap = read_snapshot(world.bootstrap, a.sandbox, SIM.start, SIM.end)
+        with psycopg.connect(rep.dsn, connect_timeout=10) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            assert schema is not None and schema[0] == rep.schema
+            n_scores = conn.execute("SELECT count(*) FROM fraud_scores").fetchone()
+            n_inc = conn.execute("SELECT count(*) FROM incidents").fetchone()
+        assert n_scores is not None and n_scores[0] == a.outputs["fraud-scores"]
+        assert n_inc is not None and n_inc[0] == len(snap.records["incidents"])
+    finally:
+        drop_schema(pg_dsn, a.sandbox)
