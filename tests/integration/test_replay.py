@@ -245,3 +245,43 @@ def test_sink_into_its_own_schema(world: World, twins: tuple[ReplayReport, Repla
         assert n_inc is not None and n_inc[0] == len(snap.records["incidents"])
     finally:
         drop_schema(pg_dsn, a.sandbox)
+
+
+def test_what_if_with_a_registered_model(world: World, twins: tuple[ReplayReport, ReplayReport],
+                                         pg_schema: tuple[str, str], tmp_path: Path) -> None:
+    import sys
+    from datetime import UTC, datetime
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from models_world import world as model_world
+
+    from models.artifact import write_artifact
+    from models.registry import Registry
+    from models.train import TrainConfig, build_dataset, fit
+    from streams.replay_io import ReplayError
+
+    a, _ = twins
+    dsn, _schema = pg_schema
+    version = f"xgb-replay-{uuid.uuid4().hex[:6]}"
+    art = fit("xgboost", build_dataset(model_world(days=6, people=10, fraud_rate=0.15, seed=3)), version,
+              TrainConfig(n_trees=8, max_depth=3))
+    path, sha = write_artifact(art, tmp_path)
+    Registry(dsn).register(art, path, sha, None, {}, datetime.now(UTC))
+
+    sandbox = f"{world.live}m"
+    world.sandboxes.append(sandbox)
+    rep = run_replay(ReplayRequest(world.bootstrap, world.live, sandbox, SIM.start, SIM.end,
+                                   apply_overrides([], model_version=version), dsn=dsn,
+                                   manifest_dir=world.manifests, progress=None))
+    assert [m.name for m in rep.metrics] == [sandbox, "live config"]
+    assert rep.metrics[0].volumes["fraud_scores"] == rep.metrics[1].volumes["fraud_scores"] > 0
+    d = diff(read_snapshot(world.bootstrap, a.sandbox, SIM.start, SIM.end),
+             read_snapshot(world.bootstrap, sandbox, SIM.start, SIM.end))
+    scores = d.by_kind()["fraud-scores"]
+    # every event is scored by both; every score now names the what-if model
+    assert not scores.added and not scores.removed
+    assert len(scores.changed) == scores.base_count
+    assert all(c.fields["model_version"][1] == version for c in scores.changed)
+    with pytest.raises(ReplayError, match="not in the registry"):
+        run_replay(ReplayRequest(world.bootstrap, world.live, f"{world.live}n", SIM.start, SIM.end,
+                                 apply_overrides([], model_version="no-such-model"), dsn=dsn, progress=None))
