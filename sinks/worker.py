@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -28,12 +31,13 @@ from schemas.topics import topic as topic_name
 from sinks import metrics
 from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
 from sinks.migrate import migrate
-from sinks.routes import SUNK_TOPICS, Raw, prepare
+from sinks.routes import SUNK_TOPICS, Prepared, Raw, prepare
 from sinks.writer import Writer, WriteResult
 from streams.core.ids import tenant_key
 
 log = logging.getLogger("noc.sink")
 KAFKA_TIMEOUT_S = 10.0
+REVOKE_WAIT_S = 15.0  # how long a rebalance or shutdown waits for Postgres before dropping the batch
 
 
 @dataclass
@@ -62,6 +66,9 @@ class RunStats:
     feed: int = 0
     db_retries: int = 0
     seconds: float = 0.0
+    decode_s: float = 0.0  # decoding and mapping batches (main thread)
+    wait_s: float = 0.0  # main thread waiting for the writer thread
+    write_s: float = 0.0  # writer thread: Postgres transactions
 
 
 class SinkWorker:
@@ -72,6 +79,9 @@ class SinkWorker:
         self.buf: list[Raw] = []
         self.first_at = 0.0
         self.stopping = False
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
+        self.inflight: tuple[Future[WriteResult | None], list[Raw]] | None = None
+        self._give_up = threading.Event()
         self._short = {topic_name(s, cfg.namespace): s for s in cfg.topics}
         conf: dict[str, Any] = {
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
@@ -112,6 +122,8 @@ class SinkWorker:
                 age = (time.monotonic() - self.first_at) * 1000 if self.buf else 0.0
                 if self.cfg.policy.due(len(self.buf), age):
                     self.flush()
+                if self.inflight is not None and (not got or self.inflight[0].done()):
+                    self._complete()  # commit a written batch now rather than at the next flush
                 if got or self.buf:
                     continue
                 idle = time.monotonic() - last_record
@@ -121,8 +133,10 @@ class SinkWorker:
                 if self.cfg.until_caught_up and self.caught_up():
                     log.info("caught up: stopping")
                     break
-            self.flush()
+            self.drain(give_up_after_s=REVOKE_WAIT_S)
         finally:
+            self._give_up.set()
+            self.pool.shutdown(wait=True)
             self.consumer.close()
             if self.producer is not None:
                 self.producer.flush(KAFKA_TIMEOUT_S)
@@ -149,39 +163,48 @@ class SinkWorker:
 
     # -- the batch -------------------------------------------------------------------------------
 
-    def flush(self, max_attempts: int | None = None) -> None:
-        """Write, publish, commit the current batch. ``max_attempts`` bounds DB retries (rebalance path)."""
+    def flush(self) -> None:
+        """Hand the current batch to the writer thread, after completing the one in flight.
+
+        Decoding the next batch overlaps with Postgres writing the previous one; at most one batch is in
+        flight and one is accumulating, and offsets are committed in batch order.
+        """
         if not self.buf:
             return
         batch, self.buf = self.buf, []
+        t = time.perf_counter()
         prep = prepare(batch, store())
-        attempt, paused = 0, False
-        while True:
-            try:
-                with metrics.FLUSH.time():
-                    res = self.writer.write(prep)
-                break
-            except psycopg.OperationalError as exc:
-                attempt += 1
-                self.stats.db_retries += 1
-                metrics.RETRIES.inc()
-                if (max_attempts is not None and attempt >= max_attempts) or (self.stopping and attempt > 3):
-                    log.warning("batch of %d dropped uncommitted (it will be redelivered): %s", len(batch), exc)
-                    if paused:
-                        self._resume()
-                    return
-                if not paused:
-                    self.consumer.pause(self.consumer.assignment())
-                    paused = True
-                delay = self.cfg.backoff.delay(attempt)
-                log.warning("postgres unavailable (attempt %d, retry in %.1fs): %s", attempt, delay,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                time.sleep(delay)  # backoff between reconnect attempts, not a stand-in for synchronisation
+        self.stats.decode_s += time.perf_counter() - t
+        self._complete()
+        self.inflight = (self.pool.submit(self._write_with_retry, prep, len(batch)), batch)
+
+    def drain(self, give_up_after_s: float | None = None) -> None:
+        """Write and commit everything taken so far. With a limit (rebalance, shutdown), a batch still not
+        written when it expires (Postgres down) is dropped uncommitted: whoever reads next gets it again."""
+        self.flush()
+        self._complete(give_up_after_s)
+
+    def _complete(self, give_up_after_s: float | None = None) -> None:
+        if self.inflight is None:
+            return
+        fut, batch = self.inflight
+        self.inflight = None
+        t = time.perf_counter()
+        try:
+            res = fut.result(timeout=give_up_after_s)
+        except FutureTimeout:
+            self._give_up.set()
+            res = fut.result()
+        finally:
+            self._give_up.clear()
+            self.stats.wait_s += time.perf_counter() - t
+        if res is None:
+            log.warning("batch of %d records dropped uncommitted (it will be redelivered)", len(batch))
+            return
         self._publish(res)
         self._commit(batch)
-        if paused:
-            self._resume()
         self.stats.batches += 1
+        self.stats.write_s += res.seconds
         metrics.BATCHES.inc()
         log.debug("batch of %d records committed in %.3fs", len(batch), res.seconds)
         for name, n in res.rows.items():
@@ -191,10 +214,24 @@ class SinkWorker:
         for d in res.dead:
             metrics.DEAD.labels(d["reason"]).inc()
 
-    def _resume(self) -> None:
-        assignment = self.consumer.assignment()
-        if assignment:
-            self.consumer.resume(assignment)
+    def _write_with_retry(self, prep: Prepared, n: int) -> WriteResult | None:
+        """Runs in the writer thread: retry while Postgres is unreachable; None when told to give up."""
+        attempt = 0
+        while True:
+            try:
+                with metrics.FLUSH.time():
+                    return self.writer.write(prep)
+            except psycopg.OperationalError as exc:
+                attempt += 1
+                self.stats.db_retries += 1
+                metrics.RETRIES.inc()
+                if self._give_up.is_set():
+                    return None
+                delay = self.cfg.backoff.delay(attempt)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("postgres unavailable, batch of %d waits (attempt %d, retry in %.1fs): %s", n, attempt,
+                            delay, first)
+                self._give_up.wait(delay)  # backoff between reconnects; returns early when told to give up
 
     def _publish(self, res: WriteResult) -> None:
         """Produce the batch's feed events and dead letters; retried until delivered (ids are stable)."""
@@ -241,7 +278,7 @@ class SinkWorker:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked (%d): flushing the batch first", len(partitions))
-        self.flush(max_attempts=3)
+        self.drain(give_up_after_s=REVOKE_WAIT_S)
 
     def _on_stats(self, stats_json: str) -> None:
         metrics.record_lag(metrics.lag_from_stats(stats_json))
