@@ -1,0 +1,158 @@
+"""Faults on the real services: SIGKILL the sink mid-run, restart Postgres mid-run. Nothing lost, nothing doubled.
+
+The sink runs as a real subprocess (``python -m infra.cli sink ...``). The Postgres restart uses a private
+cluster on its own port (never the shared one).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
+from test_sink_records import activity
+
+from infra.config import REPO_ROOT, Settings, settings
+from infra.postgres_local import postgres_down, postgres_up
+from schemas.serde import encode
+from schemas.topics import PERSON_PARTITIONS, topic
+from sinks.migrate import migrate
+
+pytestmark = pytest.mark.integration
+ID_WIDTH = 9
+
+
+def _produce_activity(bootstrap: str, name: str, n: int) -> None:
+    """``n`` distinct activity signals, fast: one encoded template whose fixed-width id is rewritten."""
+    template = encode("activity_signal", activity(0) | {"event_id": "act-" + "0" * ID_WIDTH})
+    marker = ("act-" + "0" * ID_WIDTH).encode()
+    assert template.count(marker) == 1
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 500_000})
+    for i in range(n):
+        value = template.replace(marker, f"act-{i:0{ID_WIDTH}d}".encode())
+        p.produce(name, key=str(i % 64).encode(), value=value)
+        if i % 50_000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+
+
+def _count(dsn: str) -> int:
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute(b"SELECT count(*), count(DISTINCT event_id) FROM activity").fetchone()
+    assert row is not None and row[0] == row[1]  # never a duplicate
+    return int(row[0])
+
+
+def _sink(dsn: str, bootstrap: str, ns: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "infra.cli", "sink", "--dsn", dsn, "--bootstrap", bootstrap, "--namespace", ns,
+           "--topics", "activity", "--group", f"sink-{ns}", "--instance-id", "w1", "--batch-size", "2000",
+           "--no-publish", *extra]
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_for(what: str, check: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)  # polling a condition under a deadline
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _committed_everything(bootstrap: str, ns: str) -> bool:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sink-{ns}", "enable.auto.commit": False})
+    try:
+        name = topic("activity", ns)
+        tps = [TopicPartition(name, p) for p in range(PERSON_PARTITIONS)]
+        committed = c.committed(tps, timeout=10)
+        return all(tp.offset == c.get_watermark_offsets(tp, timeout=10)[1] for tp in committed)
+    finally:
+        c.close()
+
+
+def _safe_count(dsn: str) -> int:
+    try:
+        return _count(dsn)
+    except psycopg.OperationalError:
+        return -1
+
+
+def test_sigkill_mid_run_then_restart_stores_every_record_once(
+        kafka_bootstrap: str, namespace: str, pg_schema: tuple[str, str], tmp_path: Path) -> None:
+    dsn = pg_schema[0]
+    n = 100_000
+    migrate(dsn)
+    _produce_activity(kafka_bootstrap, topic("activity", namespace), n)
+    log = tmp_path / "sink.log"
+    proc = _sink(dsn, kafka_bootstrap, namespace, log)
+    try:
+        _wait_for("the sink to store 10,000 rows", lambda: _count(dsn) >= 10_000, 90)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        at_kill = _count(dsn)
+        assert 0 < at_kill < n, f"the kill was meant to land mid-run (stored {at_kill})"
+        proc = _sink(dsn, kafka_bootstrap, namespace, log, "--until-caught-up")
+        assert proc.wait(180) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _count(dsn) == n
+    assert _committed_everything(kafka_bootstrap, namespace)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+@pytest.fixture
+def own_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A private Postgres cluster on a free port (inside the project home: the postgres user must reach it)."""
+    monkeypatch.delenv("NOC_PG_DSN", raising=False)
+    home = settings().home / "test-homes" / ("sink-" + uuid.uuid4().hex[:8])
+    home.mkdir(parents=True)
+    s = Settings(home=home, pg_port=_free_port())
+    postgres_up(s, log=False)
+    yield s
+    postgres_down(s)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_postgres_restart_mid_run_sink_waits_and_resumes_nothing_lost(
+        kafka_bootstrap: str, namespace: str, own_postgres: Settings, tmp_path: Path) -> None:
+    s = own_postgres
+    dsn = f"postgresql://noc@127.0.0.1:{s.pg_port}/nocstream"
+    assert dsn == s.pg_dsn
+    n = 100_000  # enough that the sink is still busy when Postgres goes away, even on a fast machine
+    migrate(dsn)
+    _produce_activity(kafka_bootstrap, topic("activity", namespace), n)
+    log = tmp_path / "sink.log"
+    proc = _sink(dsn, kafka_bootstrap, namespace, log, "--until-caught-up", "--batch-ms", "200")
+    try:
+        _wait_for("the sink to store rows", lambda: _safe_count(dsn) >= 4_000, 90)
+        postgres_down(s)
+        _wait_for("the sink to notice Postgres is gone",
+                  lambda: b"postgres unavailable" in log.read_bytes(), 60)
+        assert proc.poll() is None, "the sink must wait for Postgres, not exit"
+        postgres_up(s, log=False)
+        assert proc.wait(180) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _count(dsn) == n
+    assert _committed_everything(kafka_bootstrap, namespace)
