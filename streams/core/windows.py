@@ -39,6 +39,7 @@ SIGNALS: tuple[str, ...] = ("phone_events_count", "location_updates_count", "mov
                             "tasks_completed_count", "tour_checkpoints_scanned")
 # Counter slots in an open window, by activity kind.
 _KIND_SLOT = {"PHONE_EVENT": 0, "LOCATION_UPDATE": 1, "TASK_COMPLETED": 2, "TOUR_CHECKPOINT_SCANNED": 3}
+_ROW = 9  # values per window in the flat rolling view
 GHOST_METRIC = "silent_minutes_since_check_in"
 TOUR_METRIC = "tour_completion_ratio"
 
@@ -117,9 +118,9 @@ class _Acc:
     def __init__(self) -> None:
         self.ids: set[str] = set()
         self.n = [0, 0, 0, 0, 0, 0]  # phone, location, tasks, scans, events, late
-        self.fixes: list[list[Any]] = []  # [who, t, lat, lon, acc, event_id]
+        self.fixes: list[list[Any]] = []  # [who, t, lat, lon, accuracy]
         self.scanned: dict[str, set[str]] = {}
-        self.site: list[Any] | None = None  # [t, event_id, site_id] of the latest signal
+        self.site: list[Any] | None = None  # [t, site_id] of the latest signal
         self.last_t = -1
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,18 +154,21 @@ class _Windows:
         self.max_start: int | None = None
         self.recent: dict[int, list[str]] = {}  # start -> counted ids, for recently closed windows
         self.anchors: dict[str, list[Any]] = {}  # who -> last accepted fix [t, lat, lon, acc]
-        self.rolling: list[list[Any]] = []  # [start, phone, loc, dist, tasks, scans, events, expected, scanned]
+        # The rolling view, flat to stay small (mostly cached small ints): rows of _ROW values
+        # [window index - rolling_base, phone, location, metres, tasks, scans, events, expected, scanned].
+        self.rolling_base = 0
+        self.rolling: list[int] = []
         self.duties: dict[str, dict[str, Any]] = {}  # person id -> duty
 
     # -- serialisation ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": 1, "scope": self.scope, "tenant_id": self.tenant_id, "entity": self.entity,
+        return {"v": 2, "scope": self.scope, "tenant_id": self.tenant_id, "entity": self.entity,
                 "site_id": self.site_id, "open": [[s, a.to_dict()] for s, a in sorted(self.open.items())],
                 "closed_to": self.closed_to, "max_start": self.max_start,
                 "recent": [[s, list(ids)] for s, ids in sorted(self.recent.items())],
                 "anchors": {k: list(v) for k, v in sorted(self.anchors.items())},
-                "rolling": [list(r) for r in self.rolling],
+                "rolling": [self.rolling_base, *self.rolling],
                 "duties": {k: _copy_duty(v) for k, v in sorted(self.duties.items())}, **self._extra_dict()}
 
     def _extra_dict(self) -> dict[str, Any]:
@@ -179,7 +183,8 @@ class _Windows:
         self.max_start = d["max_start"]
         self.recent = {int(s): list(ids) for s, ids in d["recent"]}
         self.anchors = {k: list(v) for k, v in d["anchors"].items()}
-        self.rolling = [list(r) for r in d["rolling"]]
+        self.rolling_base = int(d["rolling"][0]) if d["rolling"] else 0
+        self.rolling = [int(x) for x in d["rolling"][1:]]
         self.duties = {k: _copy_duty(v) for k, v in d["duties"].items()}
 
     # -- hooks ----------------------------------------------------------------------------------------
@@ -227,11 +232,11 @@ class _Windows:
         acc.last_t = max(acc.last_t, t)
         if rec.get("lat") is not None and rec.get("lon") is not None:
             acc.fixes.append([self._who(rec), t, float(rec["lat"]), float(rec["lon"]),
-                              float(rec.get("accuracy_m") or 0.0), eid])
+                              float(rec.get("accuracy_m") or 0.0)])
         if rec["kind"] == "TOUR_CHECKPOINT_SCANNED" and rec.get("tour_id") and rec.get("checkpoint_id"):
             acc.scanned.setdefault(str(rec["tour_id"]), set()).add(str(rec["checkpoint_id"]))
-        mark = [t, eid, str(rec["site_id"])]
-        if acc.site is None or mark[:2] > acc.site[:2]:
+        mark = [t, str(rec["site_id"])]
+        if acc.site is None or mark > acc.site:  # the latest signal's site; ties by name: order-free
             acc.site = mark
         return Observed("COUNTED", outs)
 
@@ -267,6 +272,7 @@ class _Windows:
         horizon = boundary - self.cfg.dedup_retention_ms
         for s in [s for s in self.recent if s + size <= horizon]:
             del self.recent[s]
+        self._age_rolling(boundary)  # an idle key's view empties too
         return outs
 
     def next_deadline(self) -> int | None:
@@ -296,7 +302,7 @@ class _Windows:
         dist = 0.0
         if acc is not None and acc.fixes:
             by_who: dict[str, list[Fix]] = {}
-            for who, t, lat, lon, a, _eid in sorted(acc.fixes, key=lambda f: (f[0], f[1], f[5])):
+            for who, t, lat, lon, a in sorted(acc.fixes):  # (who, time, position): independent of arrival
                 by_who.setdefault(who, []).append((t, lat, lon, a))
             for who, fixes in by_who.items():
                 prev = self.anchors.get(who)
@@ -316,7 +322,7 @@ class _Windows:
         tours = [{"tour_id": k, "checkpoints_expected": expected.get(k, 0), "checkpoints_scanned": scanned.get(k, 0)}
                  for k in sorted(set(expected) | set(scanned))]
         if acc is not None and acc.site is not None:
-            self.site_id = acc.site[2]
+            self.site_id = acc.site[1]
         site_id = self.site_id or next((str(d["site"]) for d in self.duties.values()), "")
         wid = window_id(self.scope, self.tenant_id, self.entity, start, size)
         rec: Record = {
@@ -326,10 +332,12 @@ class _Windows:
             "tasks_completed_count": n[2], "tour_checkpoints_scanned": n[3], "tours": tours, "event_count": n[4],
             "late_event_count": n[5]}
         exp_total, scan_total = sum(expected.values()), sum(scanned.values())
-        summary = [start, n[0], n[1], rec["movement_distance_meters"], n[2], n[3], n[4], exp_total, scan_total]
-        if any(summary[1:]):
-            self.rolling.append(summary)
-        self.rolling = [r for r in self.rolling if r[0] + size > end - cfg.rolling_ms]
+        summary = [n[0], n[1], round(dist), n[2], n[3], n[4], exp_total, scan_total]
+        if any(summary):
+            if not self.rolling:
+                self.rolling_base = start // size
+            self.rolling += [start // size - self.rolling_base, *summary]
+        self._age_rolling(end)
         if acc is not None and acc.ids:
             self.recent[start] = sorted(acc.ids)
         outs = [Out("signal-windows", self._key(), "signal_window", rec)]
@@ -341,17 +349,35 @@ class _Windows:
             del self.anchors[who]
         return outs
 
+    def _age_rolling(self, end: int) -> None:
+        """Drop rows of windows that ended before ``end - rolling_ms``; rebase so offsets stay small."""
+        size, r = self.cfg.size_ms, self.rolling
+        first = -(-(end - self.cfg.rolling_ms) // size)  # index of the oldest window still in view
+        drop = 0
+        while drop < len(r) and self.rolling_base + r[drop] < first:
+            drop += _ROW
+        if drop:
+            del r[:drop]
+        if r and r[0]:
+            shift = r[0]
+            self.rolling_base += shift
+            for i in range(0, len(r), _ROW):
+                r[i] -= shift
+
     def rolling_view(self) -> dict[str, Any]:
-        """The five signals summed over the closed windows of the last ``rolling_ms`` (ending at the latest
-        closed window), with checkpoints expected vs scanned."""
+        """The five signals summed over the windows of the last ``rolling_ms`` up to where windows are closed
+        (the watermark's boundary), with checkpoints expected vs scanned. Metres are whole here."""
         r = self.rolling
-        end = (r[-1][0] + self.cfg.size_ms) if r else None
+        end = self.closed_to
+
+        def total(i: int) -> int:
+            return sum(r[i::_ROW])
+
         return {"window_start": None if end is None else end - self.cfg.rolling_ms, "window_end": end,
-                "phone_events_count": sum(x[1] for x in r), "location_updates_count": sum(x[2] for x in r),
-                "movement_distance_meters": round(sum(x[3] for x in r), 3),
-                "tasks_completed_count": sum(x[4] for x in r), "tour_checkpoints_scanned": sum(x[5] for x in r),
-                "event_count": sum(x[6] for x in r), "checkpoints_expected": sum(x[7] for x in r),
-                "checkpoints_scanned": sum(x[8] for x in r)}
+                "phone_events_count": total(1), "location_updates_count": total(2),
+                "movement_distance_meters": float(total(3)), "tasks_completed_count": total(4),
+                "tour_checkpoints_scanned": total(5), "event_count": total(6), "checkpoints_expected": total(7),
+                "checkpoints_scanned": total(8), "windows": len(r) // _ROW}
 
 
 def _copy_duty(d: dict[str, Any]) -> dict[str, Any]:

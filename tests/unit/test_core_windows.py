@@ -302,11 +302,13 @@ def test_rolling_view_sums_the_last_two_hours() -> None:
     for k in range(36):  # three hours, one task per window
         t = T0 + k * 5 * MIN + 1
         pw.observe_activity(act(f"t{k}", t, "TASK_COMPLETED"), t)
-    pw.advance(T0 + 4 * HOUR_MS)
+    pw.advance(T0 + 3 * HOUR_MS + 2 * MIN)
     view = pw.rolling_view()
     assert view["window_end"] == T0 + 3 * HOUR_MS and view["window_start"] == T0 + HOUR_MS
     assert view["tasks_completed_count"] == 24 and view["event_count"] == 24
-    assert len(pw.rolling) == 24
+    assert view["windows"] == 24 and len(pw.rolling) == 24 * 9
+    pw.advance(T0 + 4 * HOUR_MS + 2 * MIN)  # an hour later, nothing new: half the view has aged out
+    assert pw.rolling_view()["tasks_completed_count"] == 12
 
 
 # -- determinism, serialisation ----------------------------------------------------------------------
@@ -400,7 +402,7 @@ def test_person_state_stays_small() -> None:
         if topic == "activity":
             pw.observe_activity(r, r["occurred_at"])
     size = len(json.dumps(pw.to_dict()))
-    assert len(pw.open) <= 2 and len(pw.rolling) <= 24
+    assert len(pw.open) <= 2 and len(pw.rolling) <= 24 * 9
     assert size < 8_000, size
 
 
