@@ -1,7 +1,9 @@
 """``noc demo``: the README's main command — bring everything up and watch events flow.
 
-Starts the local services, applies the topics, then runs each pipeline process as a child (logs under
-``.cache/logs``) and prints a live count per topic until Ctrl-C, when it stops the children it started.
+Starts the local services, applies the topics and the database migrations, mints a dashboard token, then
+runs each pipeline process as a child (logs under ``.cache/logs``): the stream worker, the Postgres sink,
+the gateway with the dashboard, and the simulator feeding them. It prints the dashboard URL and token, a
+live count per topic and each incident as it opens, until Ctrl-C, when it stops the children it started.
 """
 
 from __future__ import annotations
@@ -23,16 +25,72 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--span", default="30d", help="simulated time to cover (default 30d)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--port", type=int, default=8080, help="gateway and dashboard port (default 8080)")
+    p.add_argument("--tenant", type=int, default=1, help="tenant of the printed dashboard token (default 1)")
     p.set_defaults(func=run)
 
 
 def children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """The pipeline's processes, in start order; each is an ordinary ``noc`` subcommand."""
     noc = shutil.which("noc") or sys.argv[0]
-    procs: list[tuple[str, list[str]]] = []
-    procs.append(("simulator", [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate),
-                                "--span", args.span]))
-    return procs
+    return [
+        ("worker", [noc, "worker", "--metrics-port", "9101"]),
+        ("sink", [noc, "sink", "--metrics-port", "9102", "--no-migrate"]),
+        ("gateway", [noc, "gateway", "--port", str(args.port)]),
+        ("simulator", [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate), "--span", args.span]),
+    ]
+
+
+def _wait_http(url: str, deadline_s: float) -> bool:
+    """True once ``url`` answers (any HTTP status); the gateway takes a moment to start."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)  # polling a starting server: retry period, not synchronisation
+    return False
+
+
+class IncidentTail:
+    """Reads new incident revisions from the incidents topic, to show incidents appearing live."""
+
+    def __init__(self, bootstrap: str, namespace: str) -> None:
+        from confluent_kafka import Consumer
+
+        from schemas.topics import topic
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"noc-demo-tail-{time.time_ns()}",
+                                  "enable.auto.commit": False, "auto.offset.reset": "latest",
+                                  "socket.timeout.ms": 10_000})
+        self.consumer.subscribe([topic("incidents", namespace)])
+
+    def lines(self) -> list[str]:
+        from schemas.serde import DecodeError, decode
+
+        out = []
+        for msg in self.consumer.consume(500, timeout=0.2):
+            if msg.error() is not None or msg.value() is None:
+                continue
+            try:
+                inc = decode(msg.value(), expected="correlated_incident")
+            except DecodeError as exc:
+                out.append(f"   (undecodable incident record: {exc})")
+                continue
+            verb = "opened" if inc["revision"] == 1 else ("closed" if inc["status"] == "CLOSED" else "updated")
+            who = inc["person_id"] or f"site {inc['site_id']}"
+            out.append(f"   incident {verb:7} {inc['combined_severity']:8} tenant {inc['tenant_id']} {who}: "
+                       f"{inc['title']} ({', '.join(inc['kinds'])})")
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def _counts(bootstrap: str, namespace: str) -> dict[str, int]:
@@ -59,15 +117,20 @@ def _counts(bootstrap: str, namespace: str) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gateway.tokens import create_token
     from infra.kafka_local import kafka_up
     from infra.postgres_local import postgres_up
     from infra.topics_admin import apply_topics
+    from sinks.migrate import migrate
 
     s = settings()
     kafka_up(s)
     postgres_up(s)
     created = apply_topics(s.bootstrap, s.namespace)
     print(f"topics applied ({len(created)} created)")
+    applied = migrate(s.pg_dsn)
+    print(f"database migrated ({len(applied)} migrations applied)")
+    _token_id, token = create_token(s.pg_dsn, args.tenant, ["noc:manage"], label="noc demo")
     logs = s.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
@@ -75,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
         log = logs / f"{name}.log"
         running.append((name, subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT), log))
         print(f"started {name} (pid {running[-1][1].pid}, log {log})")
+    url = f"http://127.0.0.1:{args.port}/"
+    if _wait_http(url, 30):
+        print(f"\n  dashboard: {url}\n  token (tenant {args.tenant}, noc:manage): {token}\n")
+    else:
+        print(f"!! the gateway did not answer at {url}; see {logs / 'gateway.log'}", file=sys.stderr)
+    tail = IncidentTail(s.bootstrap, s.namespace)
     deadline = time.monotonic() + args.duration if args.duration else None
     stop = False
 
@@ -94,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
             for topic, n in counts.items():
                 rate = (n - last.get(topic, n)) / (now - last_t)
                 print(f"          {topic:34} {n:>10,} {rate:>8,.0f}")
+            incidents = tail.lines()
+            for line in incidents[-10:]:
+                print(line)
+            if len(incidents) > 10:
+                print(f"   ... and {len(incidents) - 10} more incident revisions")
             for name, proc, log in running:
                 if proc.poll() is not None and proc.returncode != 0:
                     print(f"!! {name} exited with {proc.returncode}; see {log}", file=sys.stderr)
@@ -101,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        tail.close()
         for _name, proc, _log in reversed(running):
             if proc.poll() is None:
                 proc.terminate()

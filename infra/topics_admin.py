@@ -20,7 +20,8 @@ class TopicState:
 
 
 def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+    # log_level 4 (warnings): librdkafka logs an info line when a short-lived admin handle is destroyed.
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
 
 
 def _replication(client: AdminClient) -> int:

@@ -97,7 +97,8 @@ def check_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 15.0) 
     """The names missing from the cluster."""
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000}).list_topics(timeout=timeout_s)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000, "log_level": 4})
+    meta = admin.list_topics(timeout=timeout_s)
     return sorted(n for n in names if n not in meta.topics)
 
 
