@@ -27,7 +27,7 @@ def serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level=args.log_level, ws_ping_interval=15,
                 ws_ping_timeout=20, ws_max_size=64 * 1024, ws_per_message_deflate=False, timeout_keep_alive=30,
-                access_log=args.access_log)
+                access_log=args.access_log, ws=args.ws_impl)
     return 0
 
 
@@ -79,6 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "the gateway's own origin is always allowed)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", action="store_true")
+    p.add_argument("--ws-impl", default="auto", choices=("auto", "websockets-sansio", "websockets", "wsproto"),
+                   help="uvicorn WebSocket implementation (default auto)")
     p.set_defaults(func=serve)
 
     t = sub.add_parser("token", help="API tokens of the gateway")

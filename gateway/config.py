@@ -26,6 +26,9 @@ class GatewayConfig:
     resume_max_events: int = 10_000  # most events a resume reads back from Kafka
     client_queue_max: int = 1_000  # events buffered per client before it is closed as too slow
     heartbeat_s: float = 15.0
+    # WebSocket frames per second this process aims to stay under: each client sends at most one frame every
+    # clients/budget seconds, coalescing the events that arrive meanwhile (1,000 clients -> one frame per 50 ms).
+    ws_frame_budget: int = 20_000
     max_ws_message_bytes: int = 4_096
     db_timeout_s: float = 5.0
     pool_min: int = 1

@@ -26,7 +26,7 @@ from schemas import serde
 from schemas.topics import topic
 
 log = logging.getLogger("nocstream.gateway.consumer")
-POLL_TIMEOUT_S = 0.05
+POLL_TIMEOUT_S = 0.1
 BATCH = 500
 
 
@@ -133,7 +133,12 @@ class FeedConsumer:
             live_from = self._assign(consumer)
             self.ready.set()
             while not self._stop.is_set():
-                msgs = consumer.consume(BATCH, timeout=POLL_TIMEOUT_S)
+                # consume(n, timeout) waits for n records or the timeout, which would add up to the timeout to
+                # every event's latency: block on poll() for the first record, then drain what is already fetched.
+                first = consumer.poll(POLL_TIMEOUT_S)
+                if first is None:
+                    continue
+                msgs = [first, *consumer.consume(BATCH - 1, timeout=0)]
                 batch: list[FeedEvent] = []
                 for msg in msgs:
                     err = msg.error()

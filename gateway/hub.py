@@ -125,6 +125,7 @@ class Hub:
         self.rings: dict[int, TenantRing] = {}
         self.clients: dict[int, set[Client]] = {}
         self.on_overflow: Callable[[Client], None] = lambda c: None
+        self.n_clients = 0
 
     def ring(self, tenant_id: int) -> TenantRing:
         r = self.rings.get(tenant_id)
@@ -156,7 +157,10 @@ class Hub:
         ``how`` is ``"live"`` (no resume asked), ``"ring"`` (replayed from memory) or ``"miss"`` (the id is not
         held here: the caller falls back to Kafka offsets, with the client paused meanwhile).
         """
-        self.clients.setdefault(client.tenant_id, set()).add(client)
+        group = self.clients.setdefault(client.tenant_id, set())
+        if client not in group:
+            group.add(client)
+            self.n_clients += 1
         if resume_from is None:
             return "live", 0
         after = self.ring(client.tenant_id).after(resume_from)
@@ -173,13 +177,14 @@ class Hub:
 
     def detach(self, client: Client) -> None:
         group = self.clients.get(client.tenant_id)
-        if group is not None:
+        if group is not None and client in group:
             group.discard(client)
+            self.n_clients -= 1
             if not group:
                 del self.clients[client.tenant_id]
 
     def client_count(self) -> int:
-        return sum(len(g) for g in self.clients.values())
+        return self.n_clients
 
     @staticmethod
     def complete_resume(client: Client, replay: list[FeedEvent], after: tuple[int, int] | None) -> int:

@@ -106,6 +106,7 @@ class Connection:
         self.close_code = 1000
         self.close_reason = ""
         self.sending = False
+        self.last_send = 0.0
         self.sender: asyncio.Task[None] | None = None
         # (event, latency s) of every live send, drained once a second into event_log by app.py
         self.sent_log: deque[tuple[FeedEvent, float]] = ws.app.state.sent_log
@@ -125,6 +126,7 @@ class Connection:
             await self.ws.send({"type": "websocket.send", "text": data.decode("utf-8")})
         finally:
             self.sending = False
+            self.last_send = time.monotonic()
 
     async def send_loop(self) -> None:
         while True:
@@ -136,6 +138,12 @@ class Connection:
             self.event.clear()
             if self.client.overflowed:
                 return
+            # Coalesce under load: with many clients, frames (not events) are what cost CPU.
+            gap = self.hub.n_clients / self.cfg.ws_frame_budget - (time.monotonic() - self.last_send)
+            if gap > 0.001 and self.client.queue:
+                await asyncio.sleep(gap)
+                if self.client.overflowed:
+                    return
             while self.control:
                 await self._send(self.control.popleft())
             while not self.client.paused and self.client.queue:

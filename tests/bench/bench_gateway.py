@@ -1,0 +1,371 @@
+"""Gateway benchmark on loopback: REST latency at a fixed request rate, WebSocket fan-out latency, memory.
+
+    python tests/bench/bench_gateway.py [--rate 500] [--seconds 10] [--clients 1000] [--events 1000]
+                                        [--ws-seconds 10] [--client-procs 2]
+
+The gateway runs as its own process (``noc gateway``) on a fresh Postgres schema and topic namespace.
+REST: an open-loop load generator sends requests on a fixed schedule; latency is measured from the scheduled
+send time, so a stall is not hidden (no coordinated omission). Baseline in the same run: ``/health`` (HTTP
+stack only). Figures: telemetry person/site cached (60 s cache), uncached (a distinct query each time, so
+every request reaches Postgres), fraud heatmap uncached.
+WebSocket: N clients in separate processes subscribe; a producer sends noc_events at a fixed rate; each client
+records produce timestamp (Kafka CreateTime) -> receipt. Baseline in the same run: one client, same rate.
+Memory per connection: the gateway's RSS with N idle clients minus RSS before, divided by N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+from gateway.testing import FeedProducer, free_port, noc_event, seed_rows
+from gateway.tokens import create_token
+from infra.config import settings
+from infra.topics_admin import apply_topics, delete_namespace
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def send_buckets(http_url: str) -> dict[float, float]:
+    """The gateway's own produce -> send histogram (all types), cumulative counts by upper bound."""
+    out: dict[float, float] = {}
+    for line in httpx.get(http_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("noc_websocket_broadcast_latency_seconds_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound (ms) of the bucket holding quantile ``q`` of the observations between two scrapes."""
+    bounds = sorted(after)
+    total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
+    for b in bounds:
+        if total and after[b] - before.get(b, 0.0) >= q * total:
+            return b * 1000
+    return float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- REST --------------------------------------------------------------------------------------------------------
+
+class RawConn:
+    """A minimal HTTP/1.1 keep-alive client: the load generator must cost far less than the server."""
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port, self.token = host, port, token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}\r\n\r\n"
+                          .encode())
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await asyncio.wait_for(self.reader.readexactly(length), 30)
+        return status
+
+
+async def fixed_rate(url: str, token: str, paths: list[str], rate: int, seconds: float,
+                     conns: int = 32) -> tuple[list[float], int]:
+    host, port = url.removeprefix("http://").split(":")
+    lat: list[float] = []
+    errors = 0
+    jobs: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+
+    async def worker() -> None:
+        nonlocal errors
+        c = RawConn(host, int(port), token)
+        await c.get(paths[0])  # connect and warm the token cache
+        while (job := await jobs.get()) is not None:
+            i, scheduled = job
+            if await c.get(paths[i % len(paths)]) >= 400:
+                errors += 1
+            lat.append((time.perf_counter() - scheduled) * 1000)
+        if c.writer is not None:
+            c.writer.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(conns)]
+    await asyncio.sleep(0.5)
+    n = int(rate * seconds)
+    t0 = time.perf_counter()
+    for i in range(n):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        jobs.put_nowait((i, scheduled))
+    for _ in workers:
+        jobs.put_nowait(None)
+    await asyncio.gather(*workers)
+    return lat, errors
+
+
+def rest_bench(url: str, token: str, rate: int, seconds: float) -> None:
+    api = "/api/v2/noc"
+    cases = {
+        "/health (baseline, no auth, no DB)": ["/health"],
+        "telemetry person, cached": [f"{api}/telemetry/signals/p-1?window_minutes=120"],
+        "telemetry person, uncached": [f"{api}/telemetry/signals/p-1?window_minutes={m}"
+                                       for m in range(60, 60 + int(rate * seconds))],
+        "telemetry site, uncached": [f"{api}/telemetry/signals/site/s-1?window_minutes={m}"
+                                     for m in range(60, 60 + int(rate * seconds))],
+        "fraud heatmap, uncached": [f"{api}/security/fraud-scores/heatmap?hours={1 + m % 720}"
+                                    f"&until={1_800_000_000_000 + m}" for m in range(int(rate * seconds))],
+    }
+    print(f"\nREST at {rate} req/s for {seconds:.0f} s each (latency from scheduled send, ms)")
+    print(f"{'endpoint':40} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'errors':>7}")
+    for name, paths in cases.items():
+        lat, errors = asyncio.run(fixed_rate(url, token, paths, rate, seconds))
+        print(f"{name:40} {pct(lat, .5):8.2f} {pct(lat, .9):8.2f} {pct(lat, .99):8.2f} {max(lat):8.2f} {errors:7d}")
+
+
+# -- WebSocket ---------------------------------------------------------------------------------------------------
+
+def _mask_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class RawWs:
+    """A minimal WebSocket client (RFC 6455 framing) so 1,000 receivers cost little next to the gateway."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str, token: str) -> RawWs:
+        hostport, path = url.removeprefix("ws://").split("/", 1)
+        host, port = hostport.split(":")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Protocol: noc.v1, bearer.{token}\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(head[:100].decode(errors="replace"))
+        return cls(reader, writer)
+
+    async def send(self, text: str) -> None:
+        self.writer.write(_mask_frame(0x1, text.encode()))
+        await self.writer.drain()
+
+    async def recv(self) -> bytes:
+        while True:
+            b0, b1 = await self.reader.readexactly(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(await self.reader.readexactly(2), "big")
+            elif n == 127:
+                n = int.from_bytes(await self.reader.readexactly(8), "big")
+            payload = await self.reader.readexactly(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x9:
+                self.writer.write(_mask_frame(0xA, payload))
+            elif opcode == 0x8:
+                raise ConnectionError(f"closed {payload[:2].hex()} {payload[2:].decode(errors='replace')}")
+            elif opcode == 0x1:
+                return payload
+
+
+def ws_client_proc(url: str, token: str, n: int, expect: int, ready: Any, go: Any, out: Any, timeout: float,
+                   sample_every: int) -> None:
+    marker = b'"event_id":"bench-'
+
+    async def client(idx: int, lat: list[float], counts: list[int]) -> None:
+        ws = await RawWs.open(url, token)
+        await ws.recv()  # hello
+        await ws.send('{"action":"subscribe"}')
+        await ws.recv()  # subscribed
+        ready.put(1)
+        got = 0
+        timed = idx % sample_every == 0  # only some clients parse JSON: the rest count events
+        deadline = time.monotonic() + timeout
+        while got < expect and time.monotonic() < deadline:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if not timed:
+                got += raw.count(marker)
+                continue
+            now = time.time() * 1000
+            msg = orjson.loads(raw)
+            if msg["type"] != "events":
+                continue
+            for ev in msg["events"]:
+                if ev["event_id"].startswith("bench-"):
+                    got += 1
+                    lat.append(now - ev["produced_at"])
+        counts.append(got)
+        ws.writer.close()
+
+    async def main() -> None:
+        lat: list[float] = []
+        counts: list[int] = []
+        tasks = []
+        for i in range(n):
+            tasks.append(asyncio.create_task(client(i, lat, counts)))
+            await asyncio.sleep(0.002)  # do not stampede the accept queue
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            print(f"{len(errors)} client(s) failed, e.g. {errors[0]!r}", file=sys.stderr)
+        out.put((lat, counts))
+
+    asyncio.run(main())
+
+
+def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int, rate: int, seconds: float,
+             procs: int) -> dict[str, float]:
+    expect = int(rate * seconds)
+    ctx = mp.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    rss0 = rss_mb(gw_pid)
+    sample_every = max(1, clients // 50)
+    ps = [ctx.Process(target=ws_client_proc, args=(url, token, k, expect, ready, go, out, seconds + 30, sample_every))
+          for k in per if k]
+    for p in ps:
+        p.start()
+    deadline = time.monotonic() + 120
+    for _ in range(clients):
+        ready.get(timeout=max(1, deadline - time.monotonic()))
+    time.sleep(0.5)
+    rss1 = rss_mb(gw_pid)
+    run = uuid.uuid4().hex[:6]
+    cpu0 = cpu_s(gw_pid)
+    http_url = url.replace("ws://", "http://").split("/ws/")[0]
+    hist0 = send_buckets(http_url)
+    t0 = time.perf_counter()
+    for i in range(expect):
+        target = t0 + i / rate
+        while time.perf_counter() < target:
+            time.sleep(max(0, min(0.001, target - time.perf_counter())))
+        feed.send(noc_event("alert_created", f"bench-{run}-{i}", 1, {"n": i, "message": "x" * 100},
+                            site_id="s-1"), flush=False)
+    feed.flush()
+    lat: list[float] = []
+    counts: list[int] = []
+    for _ in ps:
+        part_lat, part_counts = out.get(timeout=seconds + 90)
+        lat.extend(part_lat)
+        counts.extend(part_counts)
+    cpu = (cpu_s(gw_pid) - cpu0) / (time.perf_counter() - t0)
+    hist1 = send_buckets(http_url)
+    for p in ps:
+        p.join(10)
+    delivered = sum(counts) / max(1, clients * expect)
+    return {"p50": pct(lat, .5), "p90": pct(lat, .9), "p99": pct(lat, .99), "max": max(lat) if lat else float("nan"),
+            "delivered": delivered, "mem_kb_per_conn": (rss1 - rss0) * 1024 / clients, "rss_mb": rss1, "cpu": cpu,
+            "send_p50": bucket_quantile(hist0, hist1, .5), "send_p99": bucket_quantile(hist0, hist1, .99)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=int, default=500)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--events", type=int, default=1000, help="events/s in the fan-out run")
+    ap.add_argument("--ws-seconds", type=float, default=10)
+    ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--skip-rest", action="store_true")
+    ap.add_argument("--skip-ws", action="store_true")
+    args = ap.parse_args()
+
+    s = settings()
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    ns = "bench" + uuid.uuid4().hex[:8]
+    with psycopg.connect(s.pg_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    dsn = f"{s.pg_dsn}{'&' if '?' in s.pg_dsn else '?'}options=-csearch_path%3D{schema}"
+    apply_topics(s.bootstrap, ns)
+    port = free_port()
+    proc = None
+    try:
+        seed_rows(dsn)
+        token = create_token(dsn, 1, ["noc:view"], label="bench")[1]
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "gateway", "--port", str(port), "--dsn", dsn,
+                                 "--bootstrap", s.bootstrap, "--namespace", ns, "--log-level", "warning"],
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("gateway did not start")
+            time.sleep(0.2)
+        print(f"gateway pid {proc.pid} on {url}; {os.cpu_count()} CPUs; loopback")
+        if not args.skip_rest:
+            rest_bench(url, token, args.rate, args.seconds)
+        if not args.skip_ws:
+            feed = FeedProducer(s.bootstrap, ns)
+            ws_url = url.replace("http://", "ws://") + "/ws/noc/dashboard"
+            print(f"\nWebSocket fan-out, {args.events} events/s for {args.ws_seconds:.0f} s "
+                  "(produce -> receipt, ms; sampled)")
+            print(f"{'run':34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'delivered':>9} {'KB/conn':>8} "
+                  f"{'gw CPU':>7} {'send p50/p99 (gw)':>18}")
+            runs = [("1 client (baseline)", 1, args.events), (f"{args.clients} clients", args.clients, args.events)]
+            if args.events > 100:
+                runs.append((f"{args.clients} clients at 100 ev/s", args.clients, 100))
+            for name, n, rate in runs:
+                r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, min(args.client_procs, n))
+                print(f"{name:34} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f} "
+                      f"{r['delivered']:9.1%} {r['mem_kb_per_conn'] if n > 1 else float('nan'):8.1f} "
+                      f"{r['cpu']:7.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f}")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        delete_namespace(s.bootstrap, ns)
+        with psycopg.connect(s.pg_dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+
+
+if __name__ == "__main__":
+    main()
