@@ -54,9 +54,9 @@ def _count(dsn: str) -> int:
     return int(row[0])
 
 
-def _sink(dsn: str, bootstrap: str, ns: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _sink(dsn: str, bootstrap: str, ns: str, log: Path, *extra: str, instance: str = "w1") -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "infra.cli", "sink", "--dsn", dsn, "--bootstrap", bootstrap, "--namespace", ns,
-           "--topics", "activity", "--group", f"sink-{ns}", "--instance-id", "w1", "--batch-size", "2000",
+           "--topics", "activity", "--group", f"sink-{ns}", "--instance-id", instance, "--batch-size", "2000",
            "--no-publish", *extra]
     with log.open("ab") as out:
         return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -156,3 +156,28 @@ def test_postgres_restart_mid_run_sink_waits_and_resumes_nothing_lost(
             proc.kill()
     assert _count(dsn) == n
     assert _committed_everything(kafka_bootstrap, namespace)
+
+
+def test_two_workers_share_the_partitions_through_a_rebalance(
+        kafka_bootstrap: str, namespace: str, pg_schema: tuple[str, str], tmp_path: Path) -> None:
+    dsn = pg_schema[0]
+    n = 60_000
+    migrate(dsn)
+    _produce_activity(kafka_bootstrap, topic("activity", namespace), n)
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    first = _sink(dsn, kafka_bootstrap, namespace, logs[0], "--until-caught-up")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_for("the first worker to store rows", lambda: _count(dsn) >= 2_000, 90)
+        # The second worker joins mid-run: the first gives up half its partitions (flushing its batch first).
+        second = _sink(dsn, kafka_bootstrap, namespace, logs[1], "--until-caught-up", instance="w2")
+        assert first.wait(180) == 0, logs[0].read_text()[-3000:]
+        assert second.wait(180) == 0, logs[1].read_text()[-3000:]
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert _count(dsn) == n
+    assert _committed_everything(kafka_bootstrap, namespace)
+    assert b"partitions revoked" in logs[0].read_bytes()
+    assert b"partitions assigned: 3" in logs[1].read_bytes()  # the second worker took half the partitions
