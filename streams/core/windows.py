@@ -13,6 +13,15 @@ and ``to_dict``/``from_dict`` so an edge can keep it in a changelogged table. Ti
   computed at close from time-sorted fixes) except ``late_event_count``, which by definition counts arrivals
   after a later window had started.
 
+* Duty: a CHECK_IN starts one (tours snapshotted from the site's reference record), a CHECK_OUT or
+  ``max_duty_ms`` ends it. A round of each tour is due every ``interval_minutes`` after the check-in; a
+  window's ``checkpoints_expected`` counts the checkpoints of rounds due in it (summed over guards at SITE
+  scope), ``checkpoints_scanned`` the distinct checkpoints scanned in it.
+* Rules on PERSON windows, once per duty (the statistical baselines are per site, see baselines.py):
+  ghost shift: on duty ``ghost_after_ms`` with no signal at all since check-in; missed tour: after
+  ``tour_rule_min_duty_ms`` on duty (or at its end) under ``tour_ratio_threshold`` of the due checkpoints
+  scanned.
+
 See /work/notes/api-windows.md for the contract with the Faust edge.
 """
 
