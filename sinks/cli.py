@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     k.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     k.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     k.add_argument("--no-publish", action="store_true", help="do not produce feed events / dead letters")
+    k.add_argument("--prune-every", type=float, metavar="SECONDS",
+                   help="drop daily partitions past their retention this often (default: never; see noc db prune)")
+    k.add_argument("--keep", action="append", default=[], metavar="TABLE=DAYS", help="override a table's retention")
     k.set_defaults(func=_sink)
 
     t = sub.add_parser("ticket", help="change a ticket's status (as the gateway does)")
@@ -89,11 +92,22 @@ def _prune(args: argparse.Namespace) -> int:
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    keep = {k: int(v) for k, v in (item.split("=", 1) for item in args.keep)}
+    keep = _keep(args.keep)
     with connect(_settings_dsn(args), autocommit=True) as conn:
         dropped = prune(conn, now, keep)
     print(f"dropped {len(dropped)} partitions" + (": " + ", ".join(dropped) if dropped else ""))
     return 0
+
+
+def _keep(items: list[str]) -> dict[str, int]:
+    from sinks.partitions import PARTITIONED
+
+    keep = {k: int(v) for k, v in (item.split("=", 1) for item in items)}
+    unknown = set(keep) - set(PARTITIONED)
+    if unknown:
+        raise SystemExit(f"--keep: not partitioned tables: {', '.join(sorted(unknown))} "
+                         f"(partitioned: {', '.join(PARTITIONED)})")
+    return keep
 
 
 def _sink(args: argparse.Namespace) -> int:
@@ -111,7 +125,8 @@ def _sink(args: argparse.Namespace) -> int:
                      namespace=args.namespace or s.namespace, topics=topics, group=args.group,
                      policy=BatchPolicy(args.batch_size, args.batch_ms), until_caught_up=args.until_caught_up,
                      max_idle_s=args.max_idle, metrics_port=args.metrics_port, run_migrations=not args.no_migrate,
-                     instance_id=args.instance_id, publish=not args.no_publish)
+                     instance_id=args.instance_id, publish=not args.no_publish, prune_every_s=args.prune_every,
+                     retention_days=_keep(args.keep))
     stats = run_sink(cfg)
     print(json.dumps({"records": stats.records, "batches": stats.batches, "rows": stats.rows, "dead": stats.dead,
                       "feed": stats.feed, "db_retries": stats.db_retries, "seconds": round(stats.seconds, 2)}),

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -30,9 +31,10 @@ from schemas.serde import encode, store
 from schemas.topics import topic as topic_name
 from sinks import metrics
 from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
-from sinks.migrate import migrate
+from sinks.migrate import connect, migrate
+from sinks.partitions import prune
 from sinks.routes import SUNK_TOPICS, Prepared, Raw, prepare
-from sinks.writer import Writer, WriteResult
+from sinks.writer import Writer, WriteResult, write_batch
 from streams.core.ids import tenant_key
 
 log = logging.getLogger("noc.sink")
@@ -55,6 +57,8 @@ class SinkConfig:
     run_migrations: bool = True
     instance_id: str | None = None  # static group membership: a restarted worker takes its partitions back at once
     publish: bool = True  # produce ticket_updated feed events and dead letters to Kafka
+    prune_every_s: float | None = None  # drop partitions past retention this often (wall clock); None = never
+    retention_days: dict[str, int] = field(default_factory=dict)  # per-table overrides of partitions.PARTITIONED
 
 
 @dataclass
@@ -110,8 +114,12 @@ class SinkWorker:
             start_http_server(self.cfg.metrics_port)
         self.consumer.subscribe(list(self._short), on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_record = time.monotonic()
+        next_prune = time.monotonic()
         try:
             while not self.stopping:
+                if self.cfg.prune_every_s is not None and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.cfg.prune_every_s
+                    self._prune()
                 age = (time.monotonic() - self.first_at) * 1000 if self.buf else 0.0
                 room = self.cfg.policy.room(len(self.buf))
                 msgs = self.consumer.consume(num_messages=min(room, 1000), timeout=self.cfg.policy.wait_ms(
@@ -176,7 +184,7 @@ class SinkWorker:
         prep = prepare(batch, store())
         self.stats.decode_s += time.perf_counter() - t
         self._complete()
-        self.inflight = (self.pool.submit(self._write_with_retry, prep, len(batch)), batch)
+        self.inflight = (self.pool.submit(self._write_with_retry, batch, prep), batch)
 
     def drain(self, give_up_after_s: float | None = None) -> None:
         """Write and commit everything taken so far. With a limit (rebalance, shutdown), a batch still not
@@ -214,13 +222,13 @@ class SinkWorker:
         for d in res.dead:
             metrics.DEAD.labels(d["reason"]).inc()
 
-    def _write_with_retry(self, prep: Prepared, n: int) -> WriteResult | None:
+    def _write_with_retry(self, batch: list[Raw], prep: Prepared) -> WriteResult | None:
         """Runs in the writer thread: retry while Postgres is unreachable; None when told to give up."""
         attempt = 0
         while True:
             try:
                 with metrics.FLUSH.time():
-                    return self.writer.write(prep)
+                    return write_batch(self.writer, batch, prep)
             except psycopg.OperationalError as exc:
                 attempt += 1
                 self.stats.db_retries += 1
@@ -229,8 +237,8 @@ class SinkWorker:
                     return None
                 delay = self.cfg.backoff.delay(attempt)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("postgres unavailable, batch of %d waits (attempt %d, retry in %.1fs): %s", n, attempt,
-                            delay, first)
+                log.warning("postgres unavailable, batch of %d waits (attempt %d, retry in %.1fs): %s", len(batch),
+                            attempt, delay, first)
                 self._give_up.wait(delay)  # backoff between reconnects; returns early when told to give up
 
     def _publish(self, res: WriteResult) -> None:
@@ -272,6 +280,16 @@ class SinkWorker:
             log.warning("offset commit failed (batch will be redelivered, harmlessly): %s", exc)
 
     # -- callbacks -------------------------------------------------------------------------------
+
+    def _prune(self) -> None:
+        try:
+            with connect(self.cfg.dsn, autocommit=True) as conn:
+                dropped = prune(conn, datetime.now(UTC), self.cfg.retention_days)
+        except psycopg.OperationalError as exc:
+            log.warning("retention skipped, postgres unavailable: %s", exc)
+            return
+        if dropped:
+            log.info("retention dropped %d partitions: %s", len(dropped), ", ".join(dropped))
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned: %d", len(partitions))

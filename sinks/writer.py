@@ -16,7 +16,7 @@ import psycopg
 from sinks import map_feed
 from sinks.migrate import CONNECT_TIMEOUT_S
 from sinks.partitions import PartitionManager, days_needed
-from sinks.routes import ALL_SPECS, Prepared
+from sinks.routes import ALL_SPECS, Prepared, Raw, prepare
 from sinks.tables import Row, TableSpec
 from sinks.tickets_store import apply_change, change_from_command, change_from_upstream
 
@@ -58,6 +58,15 @@ class Writer:
 
     def write(self, prep: Prepared) -> WriteResult:
         """Store ``prep`` atomically. Raises psycopg.OperationalError when the database is unreachable."""
+        try:
+            return self._write(prep)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition" not in str(exc):
+                raise
+            self.partitions.known.clear()  # a partition we had seen was dropped (retention): create it again
+            return self._write(prep)
+
+    def _write(self, prep: Prepared) -> WriteResult:
         t0 = time.perf_counter()
         conn = self.connection()
         res = WriteResult()
@@ -101,3 +110,34 @@ class Writer:
                     cp.write_row(r)
             cur.execute(spec.upsert_sql().encode())
         return len(rows)
+
+
+def write_batch(writer: Writer, batch: list[Raw], prep: Prepared) -> WriteResult:
+    """Write a batch; if Postgres rejects its data (not its connection), isolate the culprit record by record.
+
+    A record the database refuses (e.g. text JSONB cannot hold) becomes a DB_REJECTED dead letter and the
+    rest of the batch is stored; psycopg.OperationalError (database unreachable) still propagates.
+    """
+    try:
+        return writer.write(prep)
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error:
+        pass
+    out = WriteResult()
+    t0 = time.perf_counter()
+    for raw in batch:
+        try:
+            res = writer.write(prepare([raw]))
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            dead = map_feed.sink_dead_letter(raw.topic, raw.partition, raw.offset, "DB_REJECTED",
+                                             f"{type(exc).__name__}: {exc}", raw.key, raw.value, raw.timestamp)
+            res = writer.write(Prepared(dead=[dead], count=1))
+        out.feed += res.feed
+        out.dead += res.dead
+        for name, n in res.rows.items():
+            out.rows[name] = out.rows.get(name, 0) + n
+    out.seconds = time.perf_counter() - t0
+    return out

@@ -158,3 +158,58 @@ def test_gateway_change_function_validates_writes_history_and_emits(db: str) -> 
     hist = ticket_with_history(db, 1, "tkt-7")
     assert hist is not None and [h["origin"] for h in hist["history"]] == ["COMMAND", "API", "API"]
     assert hist["history"][2]["note"] == "confirmed"
+
+
+def test_a_record_postgres_rejects_is_dead_lettered_and_the_rest_stored(db: str) -> None:
+    from test_sink_records import noc_event
+
+    from sinks.writer import write_batch
+
+    # JSON accepts \\u0000 but JSONB cannot store it: Postgres refuses that one record only.
+    recs = [noc_event(1), noc_event(2, payload='{"a": "\\u0000"}'), noc_event(3)]
+    raws = [Raw("events", "x.events", 1, n, b"k", encode("noc_event", r), T0) for n, r in enumerate(recs)]
+    w = Writer(db)
+    try:
+        res = write_batch(w, raws, prepare(raws))
+    finally:
+        w.close()
+    assert [d["reason"] for d in res.dead] == ["DB_REJECTED"] and res.dead[0]["offset"] == 1
+    assert _rows(db, "SELECT event_id FROM event_log ORDER BY event_id") == [("evt-1",), ("evt-3",)]
+    assert _one(db, "SELECT count(*) FROM dead_letters WHERE reason = 'DB_REJECTED' AND value IS NOT NULL") == 1
+
+
+def test_dropped_partition_is_recreated_for_a_late_record(db: str) -> None:
+    w = Writer(db)
+    try:
+        _write(w, [("activity", activity(1))])
+        with psycopg.connect(db, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(b"DROP TABLE activity_p20261101")
+        _write(w, [("activity", activity(2))], first_offset=5)  # the writer's cache still lists the partition
+        assert _one(db, "SELECT count(*) FROM activity") == 1
+    finally:
+        w.close()
+
+
+def test_db_and_ticket_commands(pg_schema: tuple[str, str], kafka_bootstrap: str, namespace: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from infra.cli import main
+
+    dsn = pg_schema[0]
+    assert main(["db", "migrate", "--dsn", dsn]) == 0
+    assert "applied 060_models.sql" in capsys.readouterr().out
+    assert main(["db", "migrate", "--dsn", dsn]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["db", "status", "--dsn", dsn]) == 0
+    assert capsys.readouterr().out.count("applied ") == 6
+    assert main(["db", "prune", "--dsn", dsn, "--now", "2030-01-01T00:00:00", "--keep", "activity=1"]) == 0
+    assert "dropped 0 partitions" in capsys.readouterr().out
+    w = Writer(dsn)
+    try:
+        _write(w, [("ticket-commands", ticket_command(3))])
+    finally:
+        w.close()
+    base = ["ticket", "set", "--dsn", dsn, "--tenant", "1", "--bootstrap", kafka_bootstrap, "--namespace", namespace]
+    assert main([*base, "tkt-3", "OPEN", "--actor", "ops"]) == 0
+    assert "NOC-2026-000001 is now OPEN (version 2)" in capsys.readouterr().out
+    assert main([*base, "tkt-3", "CLOSED"]) == 1
+    assert "refused: OPEN -> CLOSED is not allowed" in capsys.readouterr().out
