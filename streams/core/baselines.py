@@ -16,8 +16,12 @@ Sans-I/O and deterministic: time is the windows' ``window_end``; no clock.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
+import sys
+import zlib
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -34,8 +38,11 @@ METRICS: tuple[str, ...] = ("phone_events_count", "location_updates_count", "mov
 Verdict = Literal["FALSE_POSITIVE", "CONFIRMED"]
 VERDICTS: frozenset[str] = frozenset({"FALSE_POSITIVE", "CONFIRMED"})
 
-# Slot layout (a list, to keep 840 slots per site small):
-N, MEAN, M2, THRESHOLD, FB, FP, FB_MARK, FP_MARK, LAST_TUNE, UPDATED, FIRST = range(11)
+HOURS_OF_WEEK = 168
+# Packed Welford state of a slot, in SiteBaselines.stats; review state in SiteBaselines.tuning.
+N, MEAN, M2, UPDATED, FIRST = range(5)
+_FIELDS = 5
+THRESHOLD, FB, FP, FB_MARK, FP_MARK, LAST_TUNE = range(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +114,20 @@ def verdict_from_resolution(resolution: str | None) -> Verdict | None:
 
 
 class SiteBaselines:
-    """All baselines of one site."""
+    """All baselines of one site.
+
+    Memory: the Welford state of every metric x hour-of-week slot lives in one packed ``array('d')`` (5
+    doubles a slot, ~34 KB a site for all 840 slots) rather than 840 Python lists (~340 KB); the rarer
+    review/threshold state of a slot is a small list in ``tuning``, created on its first review.
+    """
 
     def __init__(self, tenant_id: int, site_id: str, cfg: BaselineConfig = DEFAULT_BASELINE_CONFIG) -> None:
         self.cfg = cfg
         self.tenant_id = tenant_id
         self.site_id = site_id
-        self.slots: dict[str, list[Any]] = {}  # "metric|hour_of_week" -> slot
+        self._metric_index = {m: i for i, m in enumerate(cfg.metrics)}
+        self.stats = array("d", bytes(8 * _FIELDS * HOURS_OF_WEEK * len(cfg.metrics)))
+        self.tuning: dict[str, list[Any]] = {}  # "metric|hour_of_week" -> [threshold, fb, fp, fb_mark, ...]
         self.pending: dict[str, str] = {}  # anomaly id -> slot key, until reviewed
         self.last_retune: int | None = None
         self.first_start: int | None = None  # the first window seen: no judging until a full span is seen
@@ -125,8 +139,14 @@ class SiteBaselines:
         return cls(tenant_id, site_id, cfg)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": 1, "tenant_id": self.tenant_id, "site_id": self.site_id,
-                "slots": {k: list(v) for k, v in self.slots.items()},
+        """JSON-safe; the packed stats travel as base64 of zlib of little-endian doubles."""
+        raw = self.stats
+        if sys.byteorder != "little":  # pragma: no cover - big-endian hosts only
+            raw = array("d", raw)
+            raw.byteswap()
+        return {"v": 2, "tenant_id": self.tenant_id, "site_id": self.site_id,
+                "stats": base64.b64encode(zlib.compress(raw.tobytes(), 6)).decode("ascii"),
+                "tuning": {k: list(v) for k, v in sorted(self.tuning.items())},
                 "pending": [[a, k] for a, k in self.pending.items()], "last_retune": self.last_retune,
                 "first_start": self.first_start, "recent": [list(r) for r in self.recent],
                 "quiet_until": dict(self.quiet_until)}
@@ -134,13 +154,35 @@ class SiteBaselines:
     @classmethod
     def from_dict(cls, d: dict[str, Any], cfg: BaselineConfig = DEFAULT_BASELINE_CONFIG) -> SiteBaselines:
         b = cls(int(d["tenant_id"]), str(d["site_id"]), cfg)
-        b.slots = {k: list(v) for k, v in d["slots"].items()}
+        stats = array("d")
+        stats.frombytes(zlib.decompress(base64.b64decode(d["stats"])))
+        if sys.byteorder != "little":  # pragma: no cover - big-endian hosts only
+            stats.byteswap()
+        if len(stats) != len(b.stats):
+            raise ValueError(f"baseline state has {len(stats)} values, config needs {len(b.stats)} (metrics changed?)")
+        b.stats = stats
+        b.tuning = {k: list(v) for k, v in d["tuning"].items()}
         b.pending = {a: k for a, k in d["pending"]}
         b.last_retune = d["last_retune"]
         b.first_start = d["first_start"]
         b.recent = [list(r) for r in d["recent"]]
         b.quiet_until = {k: int(v) for k, v in d["quiet_until"].items()}
         return b
+
+    def _base(self, slot_key: str) -> int:
+        metric, how = slot_key.rsplit("|", 1)
+        return (self._metric_index[metric] * HOURS_OF_WEEK + int(how)) * _FIELDS
+
+    def _tune(self, slot_key: str) -> list[Any]:
+        """The slot's review/threshold state: [threshold, fb, fp, fb_mark, fp_mark, last_threshold_update]."""
+        t = self.tuning.get(slot_key)
+        if t is None:
+            t = self.tuning[slot_key] = [self.cfg.default_threshold, 0, 0, 0, 0, None]
+        return t
+
+    def _threshold(self, slot_key: str) -> float:
+        t = self.tuning.get(slot_key)
+        return float(t[0]) if t is not None else self.cfg.default_threshold
 
     # -- records --------------------------------------------------------------------------------------
 
@@ -150,18 +192,21 @@ class SiteBaselines:
     def baseline_record(self, slot_key: str) -> Record:
         metric, how_s = slot_key.rsplit("|", 1)
         how = int(how_s)
-        s = self.slots[slot_key]
-        fb, fp = int(s[FB]), int(s[FP])
+        b, st = self._base(slot_key), self.stats
+        n, m2 = int(st[b + N]), st[b + M2]
+        t = self.tuning.get(slot_key)
+        fb, fp = (int(t[FB]), int(t[FP])) if t is not None else (0, 0)
         return {
             "baseline_id": self.baseline_id(metric, how), "tenant_id": self.tenant_id, "site_id": self.site_id,
-            "metric": metric, "hour_of_week": how, "sample_count": int(s[N]), "mean": float(s[MEAN]),
-            "m2": float(s[M2]), "stddev": sample_stddev(int(s[N]), float(s[M2])),
-            "is_stable": self._stable(s), "dynamic_threshold": float(s[THRESHOLD]),
+            "metric": metric, "hour_of_week": how, "sample_count": n, "mean": st[b + MEAN], "m2": m2,
+            "stddev": sample_stddev(n, m2), "is_stable": self._stable(b),
+            "dynamic_threshold": self._threshold(slot_key),
             "false_positive_rate": fp / fb if fb else 0.0, "feedback_total": fb, "false_positives": fp,
-            "last_threshold_update": s[LAST_TUNE], "updated_at": int(s[UPDATED])}
+            "last_threshold_update": t[LAST_TUNE] if t is not None else None, "updated_at": int(st[b + UPDATED])}
 
-    def _stable(self, s: list[Any]) -> bool:
-        return int(s[N]) >= self.cfg.min_samples and int(s[UPDATED]) - int(s[FIRST]) >= self.cfg.min_age_ms
+    def _stable(self, b: int) -> bool:
+        st = self.stats
+        return st[b + N] >= self.cfg.min_samples and st[b + UPDATED] - st[b + FIRST] >= self.cfg.min_age_ms
 
     def _out(self, slot_key: str) -> Out:
         rec = self.baseline_record(slot_key)
@@ -189,27 +234,29 @@ class SiteBaselines:
         how = hour_of_week(start, timezone)
         anomalies: list[Out] = []
         updated: list[Out] = []
+        st = self.stats
         for i, metric in enumerate(cfg.metrics, start=1):
             x = round(sum(float(r[i]) for r in self.recent if r[0] >= at - cfg.span_ms), 6)
             key = f"{metric}|{how}"
-            s = self.slots.get(key)
-            if s is None:
-                s = self.slots[key] = [0, 0.0, 0.0, cfg.default_threshold, 0, 0, 0, 0, None, at, at]
-            n, mean, m2 = int(s[N]), float(s[MEAN]), float(s[M2])
-            s[UPDATED] = at
+            b = self._base(key)
+            n, mean, m2 = int(st[b + N]), st[b + MEAN], st[b + M2]
+            if n == 0:
+                st[b + FIRST] = at
+            st[b + UPDATED] = at
             learn = x
-            if self._stable(s):
+            if self._stable(b):
                 sd = sample_stddev(n, m2)
                 scale = max(sd, cfg.min_stddev, cfg.rel_stddev * abs(mean), cfg.poisson_floor * math.sqrt(abs(mean)))
                 z = (x - mean) / scale
-                thr = float(s[THRESHOLD])
+                thr = self._threshold(key)
                 if abs(z) > thr:
                     # An outage must not teach the slot that outages are normal: learn the clipped value.
                     learn = mean + math.copysign(thr * scale, z)
                     if at >= self.quiet_until.get(metric, at):
                         self.quiet_until[metric] = at + cfg.cooldown_ms
                         anomalies.append(self._anomaly(window, metric, how, x, mean, sd, thr, z, key))
-            s[N], s[MEAN], s[M2] = welford(n, mean, m2, learn)
+            n, st[b + MEAN], st[b + M2] = welford(n, mean, m2, learn)
+            st[b + N] = n
             updated.append(self._out(key))
         return outs + anomalies + updated
 
@@ -234,38 +281,42 @@ class SiteBaselines:
         key = self.pending.pop(anomaly_id, None)
         if key is None:
             return []
-        s = self.slots[key]
-        s[FB] += 1
+        t = self._tune(key)
+        t[FB] += 1
         if verdict == "FALSE_POSITIVE":
-            s[FP] += 1
-        s[UPDATED] = max(int(s[UPDATED]), at_ms)
+            t[FP] += 1
+        self._touch(key, at_ms)
         return [self._out(key)]
+
+    def _touch(self, slot_key: str, at_ms: int) -> None:
+        b = self._base(slot_key)
+        self.stats[b + UPDATED] = max(self.stats[b + UPDATED], at_ms)
 
     def retune(self, at_ms: int) -> list[Out]:
         """Retune every slot with at least ``min_feedback`` reviews since its last retune."""
         cfg = self.cfg
         outs: list[Out] = []
         self.last_retune = at_ms
-        for key in sorted(self.slots):
-            s = self.slots[key]
-            reviewed = int(s[FB]) - int(s[FB_MARK])
+        for key in sorted(self.tuning):
+            t = self.tuning[key]
+            reviewed = int(t[FB]) - int(t[FB_MARK])
             if reviewed < cfg.min_feedback:
                 continue
-            rate = (int(s[FP]) - int(s[FP_MARK])) / reviewed
-            s[FB_MARK], s[FP_MARK] = s[FB], s[FP]
-            old = float(s[THRESHOLD])
+            rate = (int(t[FP]) - int(t[FP_MARK])) / reviewed
+            t[FB_MARK], t[FP_MARK] = t[FB], t[FP]
+            old = float(t[THRESHOLD])
             new = old
             if rate > cfg.target_fp_rate:
                 new = min(cfg.max_threshold, old * cfg.raise_factor)
             elif rate < cfg.target_fp_rate / 2:
                 new = max(cfg.min_threshold, old * cfg.lower_factor)
             if new != old:
-                s[THRESHOLD] = round(new, 6)
-                s[LAST_TUNE] = at_ms
-                s[UPDATED] = max(int(s[UPDATED]), at_ms)
+                t[THRESHOLD] = round(new, 6)
+                t[LAST_TUNE] = at_ms
+                self._touch(key, at_ms)
                 outs.append(self._out(key))
         return outs
 
 
-__all__ = ["DEFAULT_BASELINE_CONFIG", "METRICS", "BaselineConfig", "SiteBaselines", "Verdict", "hour_of_week",
-           "sample_stddev", "severity", "verdict_from_resolution", "welford"]
+__all__ = ["DEFAULT_BASELINE_CONFIG", "HOURS_OF_WEEK", "METRICS", "BaselineConfig", "SiteBaselines", "Verdict",
+           "hour_of_week", "sample_stddev", "severity", "verdict_from_resolution", "welford"]

@@ -181,10 +181,11 @@ def test_retune_raises_threshold_when_false_positives_exceed_target_and_is_bound
     book, found = _book_with_anomalies(1, cfg)
     key = "location_updates_count|9"
     for k in range(40):
-        book.slots[key][4] += 1  # FB
-        book.slots[key][5] += 1  # FP
+        t = book._tune(key)  # [threshold, reviews, false positives, ...]
+        t[1] += 1
+        t[2] += 1
         book.retune(at + k)
-    assert book.slots[key][3] == cfg.max_threshold
+    assert book.baseline_record(key)["dynamic_threshold"] == cfg.max_threshold
 
 
 def test_retune_lowers_threshold_gently_when_reviews_confirm() -> None:
@@ -199,9 +200,9 @@ def test_retune_lowers_threshold_gently_when_reviews_confirm() -> None:
     book, _ = _book_with_anomalies(1, cfg)
     key = "location_updates_count|9"
     for k in range(60):
-        book.slots[key][4] += 1
+        book._tune(key)[1] += 1
         book.retune(at + k)
-    assert book.slots[key][3] == cfg.min_threshold
+    assert book.baseline_record(key)["dynamic_threshold"] == cfg.min_threshold
 
 
 def test_retune_holds_threshold_near_target_rate() -> None:
@@ -210,7 +211,7 @@ def test_retune_holds_threshold_near_target_rate() -> None:
     for i, a in enumerate(found):  # 1 in 6 false: between target/2 and target
         book.feedback(a["anomaly_id"], "FALSE_POSITIVE" if i == 0 else "CONFIRMED", at)
     assert book.retune(at) == []
-    assert book.slots["location_updates_count|9"][3] == 3.0
+    assert book.baseline_record("location_updates_count|9")["dynamic_threshold"] == 3.0
 
 
 def test_scheduled_retune_runs_weekly_on_window_event_time() -> None:
@@ -220,7 +221,7 @@ def test_scheduled_retune_runs_weekly_on_window_event_time() -> None:
     for a in found:
         book.feedback(a["anomaly_id"], "FALSE_POSITIVE", found[-1]["window_end"])
     assert book.observe_window(win(MON_9_NAIROBI + 299 * WEEK), TZ)[0].topic == "baselines"
-    assert book.slots["location_updates_count|9"][3] == 3.0  # not due yet
+    assert book.baseline_record("location_updates_count|9")["dynamic_threshold"] == 3.0  # not due yet
     start = MON_9_NAIROBI + 300 * WEEK + 60 * MIN  # another hour: only the retune touches the 09h slot
     outs = book.observe_window(win(start), TZ)
     tuned = [r for r in by_topic(outs, "baselines") if r["hour_of_week"] == 9]
@@ -245,6 +246,9 @@ def test_state_round_trips_through_json() -> None:
     a = [(o.topic, o.key, o.record) for o in book.observe_window(nxt, TZ)]
     b = [(o.topic, o.key, o.record) for o in copy.observe_window(nxt, TZ)]
     assert a == b
+    assert len(json.dumps(d)) < 20_000  # packed: one busy slot plus an empty week compresses well
+    with pytest.raises(ValueError):  # a state written under another metric list is refused, not misread
+        SiteBaselines.from_dict(d, BaselineConfig(metrics=("phone_events_count",)))
 
 
 def test_trailing_span_sums_recent_windows_and_cooldown_keeps_one_bad_hour_one_anomaly() -> None:
