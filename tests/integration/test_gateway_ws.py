@@ -238,3 +238,24 @@ def test_heartbeat_ping_and_broadcast_latency_recorded(env: dict[str, Any], gw: 
                 await asyncio.sleep(0.1)
         assert 0 <= row[0] < 5000
     run(main())
+
+
+def test_gateways_side_by_side_each_serve_their_clients_and_a_client_can_move(env: dict[str, Any]) -> None:
+    async def main(url_a: str, url_b: str) -> None:
+        async with _open(url_a, env["t1"]) as a, _open(url_b, env["t1"]) as b:
+            await _subscribe(a)
+            await _subscribe(b)
+            env["feed"].send(_ev(1, 0))
+            env["feed"].send(_ev(1, 1))
+            got_a, got_b = await _events(a, 2), await _events(b, 2)
+            assert [e["event_id"] for e in got_a] == [e["event_id"] for e in got_b] == ["e-1-0", "e-1-1"]
+        env["feed"].send(_ev(1, 2))
+        # The client of gateway A reconnects to gateway B and resumes from what A gave it.
+        async with _open(url_b, env["t1"]) as b2:
+            ack = await _subscribe(b2, resume_from=got_a[0]["event_id"], cursor=got_a[0]["cursor"])
+            assert ack["resume"] in ("ring", "kafka")
+            assert [e["event_id"] for e in await _events(b2, 2)] == ["e-1-1", "e-1-2"]
+
+    with running_gateway(_cfg(env)) as a, running_gateway(_cfg(env)) as b:
+        path = "/ws/noc/dashboard"
+        run(main(a.replace("http://", "ws://") + path, b.replace("http://", "ws://") + path))
