@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from streams.replay_io import ReplayError, check_sandbox
 
 SCHEMA_PREFIX = "replay_"
+IDLE_STOP_S = 15.0  # backstop: stop when nothing arrived for this long even if "caught up" is not reported
 
 
 def schema_for(sandbox: str) -> str:
@@ -59,7 +60,7 @@ def sink_sandbox(dsn: str, bootstrap: str, sandbox: str, source: str, topics: It
         raise ReplayError("nothing to sink: the replay produced no topic the sinks know")
     target = dsn_with_schema(dsn, schema)
     cfg = SinkConfig(dsn=target, bootstrap=bootstrap, namespace=sandbox, topics=sunk, group=f"{sandbox}.noc-sink",
-                     until_caught_up=True, publish=False)
+                     until_caught_up=True, max_idle_s=IDLE_STOP_S, publish=False)
     stats = SinkWorker(cfg).run()
     return SinkReport(schema, target, stats.records, stats.rows, stats.seconds)
 
