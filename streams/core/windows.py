@@ -516,6 +516,17 @@ class SiteWindows(_Windows):
         return outs
 
 
+def with_baselines(book: SiteBaselines, timezone: str, outs: Iterable[Out]) -> list[Out]:
+    """``outs`` of a SiteWindows step, each closed window followed by what the site's baselines make of it
+    (anomalies, baseline records). The edge's site agent: ``with_baselines(book, sw.timezone, sw.advance(wm))``."""
+    res: list[Out] = []
+    for o in outs:
+        res.append(o)
+        if o.stem == "signal_window":
+            res.extend(book.observe_window(o.record, timezone))
+    return res
+
+
 class TelemetryCore:
     """An in-memory driver over all keys: routes records to the per-key states, keeps the watermark (the
     highest ``occurred_at`` seen), advances due keys from a deadline heap, and feeds closed SITE windows to
@@ -563,12 +574,7 @@ class TelemetryCore:
             heapq.heappush(self._heap, (d, kind, key))
 
     def _site_outs(self, st: SiteWindows, outs: Iterable[Out]) -> list[Out]:
-        res: list[Out] = []
-        for o in outs:
-            res.append(o)
-            if o.stem == "signal_window":
-                res.extend(self._book(st.tenant_id, st.entity).observe_window(o.record, st.timezone))
-        return res
+        return with_baselines(self._book(st.tenant_id, st.entity), st.timezone, outs)
 
     def process(self, topic: str, rec: Record) -> tuple[Status | None, list[Out]]:
         """One record from ``activity``, ``attendance`` or ``ref.sites`` (other topics: ignored)."""
@@ -629,4 +635,4 @@ class TelemetryCore:
 
 __all__ = ["DEFAULT_CONFIG", "GHOST_METRIC", "SIGNALS", "TOUR_METRIC", "Observed", "PersonWindows",
            "SiteWindows", "Status", "TelemetryCore", "WindowConfig", "anomaly_id", "person_state_key",
-           "rounds_due", "site_state_key", "tours_of", "window_id"]
+           "rounds_due", "site_state_key", "tours_of", "window_id", "with_baselines"]
