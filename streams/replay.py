@@ -42,6 +42,11 @@ from streams.replay_metrics import Metrics, Truth, metrics
 INPUT_TOPICS: tuple[str, ...] = ("attendance", "activity", "alerts", "audit-findings", "tickets")
 REFERENCE_TOPICS: tuple[str, ...] = ("ref.sites", "ref.people", "ref.shifts")
 COMPONENT = "noc-replay"
+# The pipeline holds attendance, alerts and findings until the activity clock (activity watermark - grace)
+# passes them. The live worker gets there because activity keeps coming after the range; the replay reads
+# this much activity past the range end (nothing else) so the range's last records are released as well.
+CLOCK_TOPIC = "activity"
+TAIL_MS = 10 * 60_000
 BATCH = 2000  # records per pipeline call (state is per partition: batching changes nothing but speed)
 TIME_FIELDS = ("occurred_at", "window_end", "updated_at", "issued_at", "escalated_at", "timestamp",
                "record_timestamp")
@@ -210,6 +215,7 @@ class ReplayRequest:
     dsn: str | None = None  # the model registry, for --model
     compare_live: bool = True  # what-if: also run the live configuration and report both
     produce: bool = True
+    tail_ms: int = TAIL_MS  # activity read past the range end, only to move the clock (see TAIL_MS)
     manifest_dir: Path | None = None
     progress: TextIO | None = sys.stderr
 
@@ -250,8 +256,8 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
     try:
         ref_spans = [s for short in REFERENCE_TOPICS
                      for s in offset_range(c, short, topic(short, req.source), None, None)]
-        in_spans = [s for short in req.topics
-                    for s in offset_range(c, short, topic(short, req.source), req.from_ms, req.to_ms)]
+        in_spans = [s for short in req.topics for s in offset_range(
+            c, short, topic(short, req.source), req.from_ms, req.to_ms + (req.tail_ms if short == CLOCK_TOPIC else 0))]
     finally:
         c.close()
     for item in _read_all(req.bootstrap, ref_spans):

@@ -6,6 +6,12 @@ partition, so the core sees it as late just as the worker did — and only decid
 by the head records' (event time, topic rank, partition, offset). That choice is total and stable, so two
 replays of the same range feed the core the same sequence, byte for byte.
 
+Event time here is the Kafka record timestamp (the producers stamp records with their event time), less a
+fixed lead for the topics the pipeline holds back until its activity clock passes them (attendance, alerts,
+findings): feeding those a little early is what the pipeline is built for, and it guarantees that a
+held-back record is never fed after the clock has passed it, which is the one condition under which the
+pipeline's output would depend on how topics interleave.
+
 Pure: no Kafka here. The Kafka edge hands in one iterator of :class:`Item` per (topic, partition).
 """
 

@@ -141,6 +141,8 @@ def test_diff_cli_exit_1_when_different(world: World, twins: tuple[ReplayReport,
     out = capsys.readouterr().out
     assert code == 1, out
     assert "DIFFERENT" in out and "incidents:" in out and " removed" in out
+    # both were replays, so their recorded what-if metrics are shown side by side
+    assert "what-if metrics" in out and c.sandbox in out and "fraud alerts vs labels precision" in out
 
 
 def test_export_parquet_and_avro_read_back(world: World, twins: tuple[ReplayReport, ReplayReport],
