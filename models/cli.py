@@ -6,7 +6,9 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import wraps
 from typing import TYPE_CHECKING
 
 from infra.config import settings
@@ -37,6 +39,29 @@ def _until(text: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def _services(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn an unreachable Kafka or Postgres into one clear line and exit code 1, not a traceback."""
+
+    @wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        import psycopg
+        from confluent_kafka import KafkaException
+
+        s = settings()
+        try:
+            return fn(args)
+        except KafkaException as exc:
+            where = getattr(args, "bootstrap", None) or s.bootstrap
+            print(f"error: Kafka at {where}: {exc.args[0] if exc.args else exc} "
+                  "(is it up? `noc infra status`; or pass --bootstrap)", file=sys.stderr)
+        except psycopg.OperationalError as exc:
+            print(f"error: Postgres registry: {str(exc).strip().splitlines()[0]} "
+                  "(is it up? `noc infra status`; or pass --dsn / set NOC_PG_DSN)", file=sys.stderr)
+        return 1
+
+    return run
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default NOC_BOOTSTRAP)")
     p.add_argument("--namespace", default=None, help="topic namespace (default NOC_NAMESPACE or noc)")
@@ -63,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _train_args(p)
     p.add_argument("--auto-activate", action="store_true",
                    help="activate the new model if it beats the active one on the same holdout")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_services(_train))
 
     m = sub.add_parser("model", help="fraud model registry")
     msub = m.add_subparsers(dest="model_command", required=True)
@@ -71,15 +96,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--tenant", type=int, default=None, help="only this tenant's models")
     ls.add_argument("--global", dest="global_only", action="store_true", help="only global models")
     _common(ls)
-    ls.set_defaults(func=_list)
+    ls.set_defaults(func=_services(_list))
     act = msub.add_parser("activate", help="make VERSION its tenant's active model and notify the workers")
     act.add_argument("version")
     _common(act)
-    act.set_defaults(func=_activate)
+    act.set_defaults(func=_services(_activate))
     rb = msub.add_parser("rollback", help="re-activate the model active before the current one")
     rb.add_argument("--tenant", type=int, default=None, help="tenant (default: the global model)")
     _common(rb)
-    rb.set_defaults(func=_rollback)
+    rb.set_defaults(func=_services(_rollback))
     loop = msub.add_parser("retrain-loop", help="retrain on a schedule; activate only models that beat the active")
     loop.add_argument("--every", type=parse_duration, default=parse_duration("7d"), help="period (default 7d)")
     loop.add_argument("--runs", type=int, default=0, help="stop after this many runs (default: forever)")
@@ -100,13 +125,19 @@ def _job(args: argparse.Namespace) -> TrainJob:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from models.history import HistoryError
     from models.jobs import run_training
     from models.train import TrainingDataError
 
     try:
         run_training(_job(args))
     except TrainingDataError as exc:
-        print(f"refusing to train: {exc}", file=sys.stderr)
+        hint = "" if args.from_sim is not None else (
+            " With simulated data: simulate a longer --span (e.g. 30d) or a higher --scenario-rate.")
+        print(f"refusing to train: {exc}{hint}", file=sys.stderr)
+        return 2
+    except HistoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -116,7 +147,7 @@ def _retrain_loop(args: argparse.Namespace) -> int:
     while True:
         started = time.monotonic()
         print(f"retrain run {runs + 1} at {datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}", flush=True)
-        rc = _train(args)
+        rc = _services(_train)(args)
         runs += 1
         if rc != 0:
             print("retrain run did not produce a model (see above); trying again next period", flush=True)

@@ -36,6 +36,9 @@ class CompiledForest:
     default_left: npt.NDArray[np.bool_]
     missing: npt.NDArray[np.int8]
     value: F64  # leaf value, or the cover-weighted mean of the leaves below an internal node
+    step_delta: F64  # value[j] - value[parent of j]: what arriving at node j adds (0 at a sink)
+    step_feature: npt.NDArray[np.intp]  # the parent's split feature, credited with step_delta
+    root_sum: float  # sum of the trees' root means
     roots: npt.NDArray[np.intp]
     depth: int
     bias: float  # base margin (before the trees)
@@ -64,12 +67,9 @@ class CompiledForest:
         xflat = x.ravel()
         row_base = rows * self.n_features
         idx = np.broadcast_to(self.roots, (n, self.roots.size))
-        root_val = self.value[idx]
-        feats: list[npt.NDArray[np.intp]] = []
-        deltas: list[F64] = []
+        steps: list[npt.NDArray[np.intp]] = []
         any_zero_missing = bool(np.any(self.missing == _MISSING_ZERO))
         lgb_nan_zero = not self.float32 and bool(np.any(self.missing != _MISSING_NAN))
-        val = root_val
         for _ in range(self.depth):
             f = self.feature[idx]
             v = xflat[row_base + f]
@@ -88,20 +88,19 @@ class CompiledForest:
                 go_left = np.where(is_missing, self.default_left[idx], v <= self.threshold[idx])
             idx = self.left[idx] + ~go_left  # siblings are adjacent: right = left + 1
             if contributions:
-                nval = self.value[idx]
-                feats.append(f)
-                deltas.append(nval - val)
-                val = nval
-        leaf_sum = self.value[idx].sum(axis=1)
-        margin = self.bias + leaf_sum
+                steps.append(idx)
+        margin = self.bias + self.value[idx].sum(axis=1)
         if not contributions:
             return margin, None
+        # Each step's change of the node mean goes to the feature of the split taken (a leaf steps into
+        # its sink, which adds nothing), all in one weighted bincount.
         nf = self.n_features
-        flat = (np.concatenate(feats, axis=1) + rows * nf).ravel()
-        contrib = np.bincount(flat, weights=np.concatenate(deltas, axis=1).ravel(), minlength=n * nf)
+        path = np.concatenate(steps, axis=1)
+        flat = (self.step_feature[path] + rows * nf).ravel()
+        contrib = np.bincount(flat, weights=self.step_delta[path].ravel(), minlength=n * nf)
         out = np.empty((n, nf + 1))
         out[:, :nf] = contrib.reshape(n, nf)
-        out[:, nf] = self.bias + root_val.sum(axis=1)
+        out[:, nf] = self.bias + self.root_sum
         return margin, out
 
     def proba(self, margin: F64) -> F64:
@@ -142,10 +141,26 @@ class _Builder:
         return left
 
     def build(self, bias: float, n_features: int, strict: bool, float32: bool, sigmoid: float) -> CompiledForest:
+        # Every leaf gets a sink: the leaf's (always taken) left step goes there and then stays, so a
+        # walk that reached a leaf before the last level adds no further contribution.
+        parent = [-1] * len(self.feature)
+        for i, left in enumerate(self.left):
+            if left != i:
+                parent[left] = parent[left + 1] = i
+        step_delta = [0.0 if p < 0 else self.value[i] - self.value[p] for i, p in enumerate(parent)]
+        step_feature = [0 if p < 0 else self.feature[p] for p in parent]
+        for leaf in [i for i, left in enumerate(self.left) if left == i]:
+            sink = self.slot()
+            self.value[sink] = self.value[leaf]
+            self.left[leaf] = sink
+            step_delta.append(0.0)
+            step_feature.append(0)
         return CompiledForest(
             feature=np.asarray(self.feature, dtype=np.intp), threshold=np.asarray(self.threshold, dtype=np.float64),
             left=np.asarray(self.left, dtype=np.intp), default_left=np.asarray(self.default_left, dtype=np.bool_),
             missing=np.asarray(self.missing, dtype=np.int8), value=np.asarray(self.value, dtype=np.float64),
+            step_delta=np.asarray(step_delta, dtype=np.float64), step_feature=np.asarray(step_feature, dtype=np.intp),
+            root_sum=float(sum(self.value[r] for r in self.roots)),
             roots=np.asarray(self.roots, dtype=np.intp), depth=max(self.depth, 1), bias=bias,
             n_features=n_features, strict=strict, float32=float32, sigmoid=sigmoid)
 

@@ -31,6 +31,10 @@ REFERENCE = {"ref.sites": "site", "ref.people": "person", "ref.shifts": "shift"}
 _RANK = {"site": 0, "person": 0, "shift": 0, "activity_signal": 1, "attendance_event": 2}
 
 
+class HistoryError(ValueError):
+    """The history cannot be read as asked (e.g. the namespace has no attendance topic)."""
+
+
 @dataclass(slots=True)
 class ReplayStats:
     read: int = 0
@@ -61,6 +65,10 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
             stems[topic(short, namespace)] = (stem, tfield, open_end, False)
         for short, stem in REFERENCE.items():
             stems[topic(short, namespace)] = (stem, "updated_at", True, True)
+        if topic("attendance", namespace) not in meta.topics:
+            raise HistoryError(f"no topic {topic('attendance', namespace)!r} on {bootstrap}: is the namespace right? "
+                               f"(`noc topics list --namespace {namespace}`; `noc topics apply` then `noc simulate` "
+                               "create and fill one)")
         for name, (_stem, _tf, _oe, is_ref) in stems.items():
             if name not in meta.topics:
                 continue
@@ -91,9 +99,11 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
                 name, part, off, err = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0), msg.error()
                 key = (name, part)
                 if err is not None:
-                    # End of a partition: done even if the last offsets were compaction gaps or markers.
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.pop(key, None)
+                    # End of a partition: done even if the last offsets were compaction gaps or markers —
+                    # but only once the reported position reaches the end taken at the start (an early EOF
+                    # from a not yet up-to-date fetch must not cut the history short).
+                    if err.code() == KafkaError._PARTITION_EOF and key in remaining and off >= remaining[key]:
+                        remaining.pop(key)
                     continue
                 if key not in remaining:
                     continue

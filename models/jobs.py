@@ -66,11 +66,18 @@ def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | N
     end = job.until_ms if job.until_ms is not None else int(time.time() * 1000)
     stats = ReplayStats()
     replayed = replay(job.bootstrap, job.namespace, end - job.days * DAY_MS, end, job.tenant, progress, stats)
+    print(f"history: {stats.kept:,} of {stats.read:,} records read from namespace {job.namespace!r} kept "
+          f"({_utc(end - job.days * DAY_MS)} to {_utc(end)}"
+          f"{'' if job.tenant is None else f', tenant {job.tenant}'})", file=sys.stderr)
     if stats.undecodable:
         print(f"warning: {stats.undecodable:,} undecodable records skipped", file=sys.stderr)
     if stats.duplicates:
         print(f"note: {stats.duplicates:,} duplicate records (byte-identical redeliveries) read once", file=sys.stderr)
     return replayed, len(replayed)
+
+
+def _utc(ms: int) -> str:
+    return f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M}Z"
 
 
 def run_training(job: TrainJob, out: TextIO = sys.stdout, progress: ProgressFn | None = None) -> TrainOutcome:

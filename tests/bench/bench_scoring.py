@@ -13,6 +13,7 @@ rounds so machine noise hits both. Also shown for reference: xgboost ``inplace_p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -135,7 +136,9 @@ def main() -> None:
           f"{args.window_ms:g} ms + {pct(inline, 99) * batch * 1e3:.2f} ms to score")
     print(f"feature building (HistoryFeaturizer, all record kinds): {len(items) / feat_s:,.0f} records/s, "
           f"{feat_s / max(n_att, 1) * 1e6:.0f} µs per punch incl. its share of activity")
-    print(f"run at {datetime.now(UTC):%Y-%m-%d %H:%M}Z")
+    load = os.getloadavg()
+    print(f"run at {datetime.now(UTC):%Y-%m-%d %H:%M}Z on {os.cpu_count()} cores, load average "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min): p99 figures absorb other processes' bursts")
 
 
 if __name__ == "__main__":

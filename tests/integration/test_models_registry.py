@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,16 @@ pytestmark = pytest.mark.integration
 FAST = TrainConfig(n_trees=40, max_depth=4)
 TOPIC_OF = {"attendance_event": "attendance", "activity_signal": "activity", "label": "labels",
             "site": "ref.sites", "person": "ref.people", "shift": "ref.shifts", "ticket": "tickets"}
+
+
+def recent(records: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The test world moved by whole days to end yesterday: records older than a topic's retention would be
+    deleted by the broker's retention check (every minute) while a test reads them."""
+    stamps = [v for _, r in records for v in r.values() if isinstance(v, int) and v > 10**12]
+    day = 86_400_000
+    shift = (int(time.time() * 1000) - max(stamps)) // day * day - day
+    return [(stem, {k: v + shift if isinstance(v, int) and v > 10**12 else v for k, v in r.items()})
+            for stem, r in records]
 
 
 @pytest.fixture()
@@ -118,8 +129,8 @@ def _produce(bootstrap: str, namespace: str, records: list[tuple[str, dict[str, 
 
 def test_train_from_kafka_replay_then_auto_activate(dsn: str, kafka_bootstrap: str, namespace: str, tenant: int,
                                                     tmp_path: Path) -> None:
-    records = world(days=24, people=18, fraud_rate=0.1, seed=3, tenant=tenant)
-    other = world(days=2, people=3, fraud_rate=0.5, seed=4, tenant=tenant + 1)  # another tenant: filtered out
+    records = recent(world(days=24, people=18, fraud_rate=0.1, seed=3, tenant=tenant))
+    other = recent(world(days=2, people=3, fraud_rate=0.5, seed=4, tenant=tenant + 1))  # another tenant: filtered out
     _produce(kafka_bootstrap, namespace, records + other)
     _produce(kafka_bootstrap, namespace, records[: len(records) // 2])  # a redelivered half: read once
     until = max(r.get("occurred_at", 0) for _, r in records) + 1
@@ -147,7 +158,7 @@ def test_train_from_kafka_replay_then_auto_activate(dsn: str, kafka_bootstrap: s
 
 def test_cli_refuses_thin_history_and_lists_models(dsn: str, kafka_bootstrap: str, namespace: str, tenant: int,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    _produce(kafka_bootstrap, namespace, world(days=2, people=4, fraud_rate=0.0, seed=9, tenant=tenant))
+    _produce(kafka_bootstrap, namespace, recent(world(days=2, people=4, fraud_rate=0.0, seed=9, tenant=tenant)))
     common = ["--bootstrap", kafka_bootstrap, "--namespace", namespace, "--dsn", dsn]
     rc = noc(["train", "--tenant", str(tenant), "--days", "3650", "--algo", "xgboost", *common])
     err = capsys.readouterr().err
