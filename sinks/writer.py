@@ -11,12 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_dumps
 
 from sinks import map_feed
 from sinks.migrate import CONNECT_TIMEOUT_S
 from sinks.partitions import PartitionManager, days_needed
-from sinks.routes import ALL_SPECS, Prepared, Raw, prepare
+from sinks.routes import Prepared, Raw, prepare
 from sinks.tables import Row, TableSpec
 from sinks.tickets_store import apply_change, change_from_command, change_from_upstream
 
@@ -37,6 +39,7 @@ class Writer:
         self.statement_timeout_ms = statement_timeout_ms
         self.partitions = PartitionManager()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._column_types: dict[str, dict[str, str]] = {}
 
     def connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -44,8 +47,8 @@ class Writer:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             conn.execute("SET synchronous_commit = on")
-            for spec in ALL_SPECS:  # temp tables live as long as the session; created once per connection
-                conn.execute(spec.temp_sql().encode())
+            # JSONB columns receive JSON text the mapping already serialised: pass it through as is.
+            set_json_dumps(_json_text, context=conn)
             self._conn = conn
         return self._conn
 
@@ -99,17 +102,34 @@ class Writer:
         res.seconds = time.perf_counter() - t0
         return res
 
-    @staticmethod
-    def _upsert(conn: psycopg.Connection[tuple[Any, ...]], spec: TableSpec, rows: list[Row]) -> int:
+    def _types(self, conn: psycopg.Connection[tuple[Any, ...]], spec: TableSpec) -> list[str]:
+        """Postgres types of the spec's columns (binary COPY needs them), read from the catalogue once."""
+        got = self._column_types.get(spec.table)
+        if got is None:
+            rows = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (spec.table,)).fetchall()
+            got = {str(n): str(t) for n, t in rows}
+            self._column_types[spec.table] = got
+        return [got[c] for c in spec.columns]
+
+    def _upsert(self, conn: psycopg.Connection[tuple[Any, ...]], spec: TableSpec, rows: list[Row]) -> int:
         rows = spec.dedup(rows)
         if not rows:
             return 0
+        types = self._types(conn, spec)
         with conn.cursor() as cur:
+            cur.execute(spec.temp_sql().encode())
             with cur.copy(spec.copy_sql().encode()) as cp:
+                cp.set_types(types)
                 for r in rows:
                     cp.write_row(r)
             cur.execute(spec.upsert_sql().encode())
         return len(rows)
+
+
+def _json_text(obj: Any) -> str:
+    return obj if isinstance(obj, str) else orjson.dumps(obj).decode()
 
 
 def write_batch(writer: Writer, batch: list[Raw], prep: Prepared) -> WriteResult:

@@ -93,7 +93,8 @@ def test_upsert_sql_per_policy() -> None:
     assert "DO UPDATE SET" in inc and inc.endswith("WHERE EXCLUDED.revision > t.revision")
     assert map_derived.BASELINES.upsert_sql().endswith("WHERE EXCLUDED.updated_at >= t.updated_at")
     assert '"partition", "offset"' in map_feed.DEAD_LETTERS.copy_sql()
-    assert map_inputs.ACTIVITY.temp_sql().startswith("CREATE TEMP TABLE IF NOT EXISTS tmp_activity (LIKE activity")
+    assert map_inputs.ACTIVITY.temp_sql() == ("CREATE TEMP TABLE tmp_activity (LIKE activity INCLUDING DEFAULTS) "
+                                              "ON COMMIT DROP")
 
 
 def test_partition_times() -> None:
