@@ -113,7 +113,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             consumer = FeedConsumer(cfg.bootstrap, cfg.namespace, loop, deliver, cfg.group_id, warm=cfg.ring_size)
             consumer.start()
             app.state.consumer = consumer
-            if not await asyncio.to_thread(consumer.ready.wait, 30):
+            if not await asyncio.to_thread(consumer.ready.wait, 60):
                 raise RuntimeError(f"feed consumer did not get its partitions: {consumer.error}")
             tasks.append(asyncio.create_task(poll_group_lag(cfg.bootstrap, cfg.lag_poll_s)))
         try:

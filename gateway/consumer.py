@@ -110,10 +110,16 @@ class FeedConsumer:
         self._thread.join(timeout)
 
     def _assign(self, consumer: Consumer) -> dict[int, int]:
-        md = consumer.list_topics(self.topic, timeout=10)
-        parts = md.topics[self.topic].partitions
-        if md.topics[self.topic].error is not None or not parts:
-            raise RuntimeError(f"topic {self.topic} is missing: {md.topics[self.topic].error}")
+        # A topic created a moment ago may not be in the metadata yet: retry until a deadline.
+        deadline = time.monotonic() + 20
+        while True:
+            md = consumer.list_topics(self.topic, timeout=10)
+            parts = md.topics[self.topic].partitions
+            if md.topics[self.topic].error is None and parts:
+                break
+            if time.monotonic() > deadline or self._stop.is_set():
+                raise RuntimeError(f"topic {self.topic} is missing: {md.topics[self.topic].error}")
+            time.sleep(0.2)
         assignment, live_from = [], {}
         for p in sorted(parts):
             low, high = watermarks(consumer, TopicPartition(self.topic, p))
