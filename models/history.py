@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from models.progress import ProgressFn, no_progress
@@ -41,6 +41,9 @@ class ReplayStats:
     kept: int = 0
     undecodable: int = 0
     duplicates: int = 0  # byte-identical redeliveries (at-least-once producers, a simulation run twice)
+    # Per time-ranged topic (short name): the latest, over its partitions, of the event time of the first
+    # record read — where that topic's history really starts when retention has deleted older records.
+    starts: dict[str, int] = field(default_factory=dict)
 
 
 def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: int | None = None,
@@ -61,8 +64,10 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
         assignments: list[TopicPartition] = []
         ends: dict[tuple[str, int], int] = {}
         stems: dict[str, tuple[str, str, bool, bool]] = {}  # topic -> (stem, time field, open-ended, reference)
+        shorts: dict[str, str] = {}
         for short, (stem, tfield, open_end) in RANGED.items():
             stems[topic(short, namespace)] = (stem, tfield, open_end, False)
+            shorts[topic(short, namespace)] = short
         for short, stem in REFERENCE.items():
             stems[topic(short, namespace)] = (stem, "updated_at", True, True)
         if topic("attendance", namespace) not in meta.topics:
@@ -91,6 +96,7 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
             consumer.assign(assignments)
         remaining = dict(ends)
         seen: set[bytes] = set()  # digests of the time-ranged records kept: a redelivery is byte-identical
+        first: dict[tuple[str, int], int] = {}  # (topic, partition) -> event time of its first record read
         for tp in assignments:
             if tp.offset >= ends[(tp.topic, tp.partition)]:
                 remaining.pop((tp.topic, tp.partition))
@@ -123,9 +129,11 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
                 except DecodeError:
                     st.undecodable += 1
                     continue
+                t = int(rec[tfield])
+                if not is_ref and key not in first:
+                    first[key] = t
                 if tenant is not None and rec.get("tenant_id") != tenant:
                     continue
-                t = int(rec[tfield])
                 if is_ref:
                     refs.append((t, 0, st.read, stem, rec))
                 elif start_ms <= t and (open_end or t < end_ms):
@@ -135,6 +143,9 @@ def replay(bootstrap: str, namespace: str, start_ms: int, end_ms: int, tenant: i
         progress("reading history from Kafka", st.read, st.read)
     finally:
         consumer.close()
+    for (name, _part), t0 in first.items():
+        short = shorts[name]
+        st.starts[short] = max(st.starts.get(short, t0), t0)
     refs.sort(key=lambda e: e[:3])
     events.sort(key=lambda e: e[:3])
     st.kept = len(refs) + len(events)

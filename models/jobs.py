@@ -22,6 +22,7 @@ from models.train import (
     TrainResult,
     build_dataset,
     compare_on_holdout,
+    rows_from,
     time_split,
     train_model,
 )
@@ -55,12 +56,12 @@ class TrainOutcome:
     activated: bool = False
 
 
-def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | None]:
-    """The records to learn from, and their count when known."""
+def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | None, int | None]:
+    """The records to learn from, their count when known, and the time training rows start from (or None)."""
     if job.from_sim is not None:
         from models.simsource import sim_history
 
-        return sim_history(job.from_sim, job.days), None
+        return sim_history(job.from_sim, job.days), None, None
     from models.history import ReplayStats, replay
 
     end = job.until_ms if job.until_ms is not None else int(time.time() * 1000)
@@ -73,7 +74,12 @@ def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | N
         print(f"warning: {stats.undecodable:,} undecodable records skipped", file=sys.stderr)
     if stats.duplicates:
         print(f"note: {stats.duplicates:,} duplicate records (byte-identical redeliveries) read once", file=sys.stderr)
-    return replayed, len(replayed)
+    first = rows_from(stats.starts)
+    if first is not None:
+        print(f"note: activity history starts at {_utc(stats.starts['activity'])} (topic retention), after the "
+              f"attendance history: punches before {_utc(first)} only warm the state up and are not trained on",
+              file=sys.stderr)
+    return replayed, len(replayed), first
 
 
 def _utc(ms: int) -> str:
@@ -83,8 +89,8 @@ def _utc(ms: int) -> str:
 def run_training(job: TrainJob, out: TextIO = sys.stdout, progress: ProgressFn | None = None) -> TrainOutcome:
     """Train (raising TrainingDataError when the data is too thin), report, and register/activate."""
     prog = progress or Progress()
-    items, total = history(job, prog)
-    ds = build_dataset(items, job.tenant, prog, total)
+    items, total, first = history(job, prog)
+    ds = build_dataset(items, job.tenant, prog, total, rows_from_ms=first)
     train, test = time_split(ds, job.test_size)
     print(f"dataset: {len(ds):,} labelled attendance events ({ds.unlabelled:,} unlabelled not used); "
           f"train {len(train):,} ({train.positives:,} fraud) / holdout {len(test):,} ({test.positives:,} fraud), "

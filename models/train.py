@@ -70,12 +70,13 @@ class _Label:
 
 
 def build_dataset(items: Iterable[Any], tenant: int | None = None, progress: ProgressFn = no_progress,
-                  total: int | None = None) -> Dataset:
+                  total: int | None = None, rows_from_ms: int | None = None) -> Dataset:
     """Featurize a time-ordered history and join the labels; only labelled attendance events become rows.
 
     ``items`` are ``(stem, record)`` pairs or simulator records, in event-time order, carrying reference,
     activity, attendance, label, ticket and (optionally) fraud_score records. ``tenant`` keeps one tenant
-    (None keeps all, for a global model).
+    (None keeps all, for a global model). Attendance before ``rows_from_ms`` only warms the state up (see
+    :func:`rows_from`): it is featurized but never a row.
     """
     feat = HistoryFeaturizer()
     rows: list[list[float]] = []
@@ -99,7 +100,7 @@ def build_dataset(items: Iterable[Any], tenant: int | None = None, progress: Pro
             score_events[rec["score_id"]] = rec["event_id"]
         else:
             vec = feat.feed(stem, rec)
-            if vec is not None:
+            if vec is not None and (rows_from_ms is None or int(rec["occurred_at"]) >= rows_from_ms):
                 rows.append(vec)
                 meta.append((rec["event_id"], int(rec["occurred_at"]), int(rec["tenant_id"])))
     progress("featurizing history", total or 0, total or 0)
@@ -116,6 +117,24 @@ def build_dataset(items: Iterable[Any], tenant: int | None = None, progress: Pro
     return Dataset(X, y, np.asarray([meta[i][1] for i in keep], dtype=np.int64), [meta[i][0] for i in keep],
                    [labels[meta[i][0]].scenario for i in keep], np.asarray([meta[i][2] for i in keep], dtype=np.int64),
                    unlabelled=len(meta) - len(keep))
+
+
+WARM_UP_MS = 86_400_000  # state a punch's features read reaches back < 24 h (open check-ins: 20 h)
+TRUNCATION_SLACK_MS = 3_600_000
+
+
+def rows_from(starts: dict[str, int]) -> int | None:
+    """First event time whose features are complete, when activity history starts after attendance history.
+
+    Topics keep different retention (activity 30 days, attendance 90): a punch older than the oldest
+    activity kept would be featurized without its activity — unlike any punch scored live — and teach the
+    model that silent phones are normal. Such punches only warm the state up. ``starts`` are the
+    :class:`models.history.ReplayStats` starts per topic.
+    """
+    act, att = starts.get("activity"), starts.get("attendance")
+    if act is None or att is None or act <= att + TRUNCATION_SLACK_MS:
+        return None
+    return act + WARM_UP_MS
 
 
 def _put_label(labels: dict[str, _Label], event_id: str, fraud: bool, scenario: str, priority: int) -> None:

@@ -160,3 +160,22 @@ def test_late_evidence_check_ins_are_not_fitted_on_but_stay_evaluated() -> None:
     assert r.test_size == len(r_test) and r.metrics.positives == r_test.positives  # the holdout is untouched
     assert r.late_evidence_excluded == int(late_evidence_rows(r_train).sum())
     assert r.metrics_dict()["late_evidence_excluded"] == r.late_evidence_excluded
+
+
+def test_punches_older_than_the_activity_history_only_warm_up() -> None:
+    """Activity is kept 30 days, attendance 90: older punches would be featurized without their activity."""
+    from models.train import WARM_UP_MS, rows_from
+
+    day = 86_400_000
+    assert rows_from({}) is None and rows_from({"attendance": 5 * day}) is None
+    assert rows_from({"attendance": 5 * day, "activity": 5 * day + 60_000}) is None  # same start: complete
+    assert rows_from({"attendance": 0, "activity": 60 * day}) == 60 * day + WARM_UP_MS
+    history = world(days=12, people=10, fraud_rate=0.2, seed=6)
+    full = build_dataset(history)
+    cut = int(np.sort(full.times)[len(full) // 2])
+    part = build_dataset(history, rows_from_ms=cut)
+    assert len(part) == int((full.times >= cut).sum()) and part.times.min() >= cut
+    # the rows kept have exactly the features they have in the full replay (the state was warmed up)
+    idx = {e: i for i, e in enumerate(full.event_ids)}
+    rows = np.asarray([full.X[idx[e]] for e in part.event_ids])
+    assert np.array_equal(rows, part.X, equal_nan=True)
