@@ -34,7 +34,7 @@ from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import BY_SHORT, topic
 from streams.core.feed import feed_events
-from streams.core.pipeline import INPUT_STEMS, Incoming, Pipeline, PipelineConfig, References, Result
+from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, PipelineConfig, References, Result
 from streams.core.types import Out
 from streams.core.validate import dead_letter_for_decode_error
 from streams.metrics import WorkerMetrics
@@ -134,6 +134,9 @@ class Worker:
             producer_linger_ms=5,
             producer_max_request_size=4_000_000,
             table_standby_replicas=0,
+            # A killed worker's partitions move to the survivors after this long (Faust's default is 60 s).
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
             logging_config=None,
         )
         self.short_of = {topic(short, s.namespace): short for short in [*list(INPUT_STEMS), "tickets"]}
@@ -149,7 +152,9 @@ class Worker:
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
         self.app.agent(self.inputs, name="pipeline", concurrency=1)(self._pipeline_agent)
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
+        self.lock = asyncio.Lock()  # the agent and the tick timer share the pipeline's state
         self.app.timer(2.0)(self._report_lag)
+        self.app.timer(1.0)(self._tick)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]  # faust stub shape
 
     # -- reference data ------------------------------------------------------------------------------
@@ -185,11 +190,41 @@ class Worker:
                 batch.append(Incoming(self.short_of[m.topic], m.partition, m.offset, m.key, m.value,
                                       round(m.timestamp * 1000)))
                 self.next_offset[TP(m.topic, m.partition)] = m.offset + 1
-            result = self.pipeline.process(self.store, batch, int(time.time() * 1000), self.settings.namespace)
-            await self._produce(result.outs)
-            result.commit()
-            await self.store.drain()
+            async with self.lock:
+                result = self.pipeline.process(self.store, batch, int(time.time() * 1000), self.settings.namespace,
+                                               self._highwaters({inc.partition for inc in batch}))
+                await self._deliver(result)
             self._count(result, time.perf_counter() - t0)
+
+    async def _deliver(self, result: Result) -> None:
+        """Outputs first (awaited), then the state (offset marker last, awaited); the caller acks after."""
+        await self._produce(result.outs)
+        result.commit()
+        await self.store.drain()
+
+    def _highwaters(self, partitions: set[int]) -> dict[tuple[str, int], int | None]:
+        """End offsets the consumer knows for the sparse inputs of these partitions (None: not fetched yet)."""
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        out: dict[tuple[str, int], int | None] = {}
+        for short in SPARSE:
+            name = topic(short, self.settings.namespace)
+            for p in partitions:
+                tp = TP(name, p)
+                if tp in assigned:
+                    out[(short, p)] = consumer.highwater(tp)
+        return out
+
+    async def _tick(self) -> None:
+        """Move partition clocks held by a sparse input that has since caught up (no new records needed)."""
+        partitions = {tp.partition for tp in self.app.consumer.assignment()
+                      if tp.topic == topic("activity", self.settings.namespace)}
+        if not partitions:
+            return
+        async with self.lock:
+            result = self.pipeline.tick(self.store, partitions, self._highwaters(partitions))
+            await self._deliver(result)
+        self._count(result, 0.0)
 
     async def _tickets_agent(self, stream: Any) -> None:
         ns = self.settings.namespace

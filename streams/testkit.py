@@ -6,6 +6,7 @@ Not used by the worker itself.
 
 from __future__ import annotations
 
+import heapq
 import os
 import signal
 import subprocess
@@ -126,9 +127,11 @@ def reference_outputs(bootstrap: str, namespace: str, now_ms: int | None = None,
     records: list[Consumed] = []
     for short in INPUT_STEMS:
         records += read_topic(bootstrap, namespace, short)
-    order = list(INPUT_STEMS)
-    if interleave == "time":
-        records.sort(key=lambda r: (r.partition, r.timestamp, order.index(r.topic), r.offset))
+    if interleave == "time":  # merge each partition's topics by timestamp, each topic kept in offset order
+        lanes: dict[tuple[int, str], list[Consumed]] = {}
+        for r in sorted(records, key=lambda r: (r.partition, r.topic, r.offset)):
+            lanes.setdefault((r.partition, r.topic), []).append(r)
+        records = list(heapq.merge(*lanes.values(), key=lambda r: (r.partition, r.timestamp)))
     else:  # the sparse topics first: what a backlog replay looks like
         rank = {"attendance": 0, "alerts": 1, "audit-findings": 2, "activity": 3}
         records.sort(key=lambda r: (r.partition, rank[r.topic], r.offset))

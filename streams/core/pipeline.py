@@ -35,6 +35,7 @@ ids (every id is derived from the input), which downstream upserts absorb.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from streams.core.validate import (
     dead_letter_for_decode_error,
     validate,
 )
-from streams.core.windows import Observed, PersonWindows, WindowConfig
+from streams.core.windows import PersonWindows, WindowConfig
 
 MINUTE_MS = 60_000
 GRACE_MS = 2 * MINUTE_MS
@@ -70,7 +71,8 @@ INPUT_STEMS: dict[str, str] = {
     "audit-findings": "audit_finding",
 }
 # Tie-break of records with the same event time: the order a human would read them in.
-RANK: dict[str, int] = {"anomaly": 0, "noc_alert": 1, "audit_finding": 2, "attendance_event": 3}
+RANK: dict[str, int] = {"activity_signal": 0, "noc_alert": 1, "audit_finding": 2, "attendance_event": 3}
+SPARSE = ("attendance", "alerts", "audit-findings")
 REF_STEMS: dict[str, str] = {"ref.sites": "site", "ref.people": "person", "ref.shifts": "shift"}
 
 
@@ -139,6 +141,7 @@ class Result:
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     skipped: int = 0  # redelivered records at or below the offset marker
     late: int = 0
+    out_of_order: int = 0  # released on arrival: the clock had passed it (live, an idle sparse topic woke up)
     scored: int = 0
     fraud_detections: int = 0  # scores >= the fraud threshold
     fraud_tickets: int = 0
@@ -157,7 +160,7 @@ class Result:
         self.processed.update(other.processed)
         self.dead_letters.update(other.dead_letters)
         self.sessions.extend(other.sessions)
-        for name in ("skipped", "late", "scored", "fraud_detections", "fraud_tickets", "score_seconds"):
+        for name in ("skipped", "late", "out_of_order", "scored", "fraud_detections", "fraud_tickets", "score_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -192,10 +195,13 @@ class _Session:
         self.p = partition
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
+        self.absent: set[str] = set()  # keys the store did not have: deleting them again writes nothing
 
     def get(self, key: str) -> Any:
         if key not in self.cache:
-            self.cache[key] = self.store.get(key)
+            value = self.cache[key] = self.store.get(key)
+            if value is None:
+                self.absent.add(key)
         return self.cache[key]
 
     def put(self, key: str, value: Any) -> None:
@@ -210,21 +216,23 @@ class _Session:
         for key in sorted(self.dirty - {marker_key}):
             value = self.cache[key]
             if value is None:
-                self.store.delete(self.p, key)
+                if key not in self.absent:
+                    self.store.delete(self.p, key)
             else:
                 self.store.put(self.p, key, value)
         if marker_key in self.dirty:
             self.store.put(self.p, marker_key, self.cache[marker_key])
         self.dirty.clear()
+        self.absent.clear()
 
 
 @dataclass(slots=True)
 class _Index:
-    """In-memory index of one partition's pending records and correlation deadlines (rebuilt from the store)."""
+    """In-memory index of one partition: pending keys (sorted) and timers (rebuilt from the store)."""
 
     pending: list[str] = field(default_factory=list)  # sorted pend keys
-    deadlines: dict[str, int] = field(default_factory=dict)  # corr key -> next deadline
-    win_deadlines: dict[str, int] = field(default_factory=dict)  # win key -> next deadline
+    timers: list[tuple[int, str]] = field(default_factory=list)  # heap of (event time, state key); lazy
+    due: dict[str, int] = field(default_factory=dict)  # state key -> its current timer time
 
 
 def _pend_key(p: int, t: int, rank: int, rid: str) -> str:
@@ -264,22 +272,24 @@ class Pipeline:
                 if key.startswith(pend_prefix):
                     idx.pending.append(key)
                 elif key.startswith(win_prefix):
-                    wdl = PersonWindows.from_dict(store.get(key), self.config.windows).next_deadline()
-                    if wdl is not None:
-                        idx.win_deadlines[key] = wdl
+                    self._set_timer(idx, key, self._win_due(PersonWindows.from_dict(store.get(key),
+                                                                                    self.config.windows)))
                 elif key.startswith(corr_prefix):
-                    deadline = CorrelationState.from_dict(store.get(key)).next_deadline(self.config.correlation)
-                    if deadline is not None:
-                        idx.deadlines[key] = deadline
+                    cst = CorrelationState.from_dict(store.get(key))
+                    self._set_timer(idx, key, cst.next_deadline(self.config.correlation))
             idx.pending.sort()
             self._index[p] = idx
         return idx
 
-    # -- the entry point -------------------------------------------------------------------------
+    # -- the entry points ------------------------------------------------------------------------
 
-    def process(self, store: Store, batch: Iterable[Incoming], now_ms: int, namespace: str = "noc") -> Result:
-        """Process consumed records (any partitions, in consumption order); ``now_ms`` only bounds FUTURE_EVENT.
+    def process(self, store: Store, batch: Iterable[Incoming], now_ms: int, namespace: str = "noc",
+                highwater: Mapping[tuple[str, int], int | None] | None = None) -> Result:
+        """Process consumed records (any partitions, in consumption order).
 
+        ``now_ms`` only bounds FUTURE_EVENT. ``highwater``: the end offsets the consumer knows for the sparse
+        inputs (attendance, alerts, audit-findings) per (topic short, partition), None when not known yet; a
+        sparse input with unread records holds its partition's clock back (omitted: nothing is held).
         Call ``result.commit()`` before the next call (after producing ``result.outs``)."""
         result = Result()
         by_partition: dict[int, list[Incoming]] = {}
@@ -290,6 +300,19 @@ class Pipeline:
             idx = self._idx(store, p)
             for inc in by_partition[p]:
                 self._one(session, idx, inc, now_ms, namespace, result)
+            self._advance(session, idx, p, highwater, result)
+            result.sessions.append(session)
+        return result
+
+    def tick(self, store: Store, partitions: Iterable[int],
+             highwater: Mapping[tuple[str, int], int | None] | None = None) -> Result:
+        """Move the clocks of partitions that got no records (a sparse topic finished catching up)."""
+        result = Result()
+        for p in sorted(partitions):
+            if store.get(f"{p}|wm") is None:
+                continue
+            session = _Session(store, p)
+            self._advance(session, self._idx(store, p), p, highwater, result)
             result.sessions.append(session)
         return result
 
@@ -319,42 +342,24 @@ class Pipeline:
             return
         t = event_time(stem, record)
         topic_wm = wm["wm"].get(inc.topic)
-        if stem != "activity_signal" and topic_wm is not None and t < topic_wm - self.config.grace_ms:
+        if topic_wm is not None and t < topic_wm - self.config.grace_ms:
             res.late += 1
-            detail = f"event time {t} is {topic_wm - t} ms behind the partition watermark {topic_wm} (grace " \
-                     f"{self.config.grace_ms} ms)"
+            detail = f"event time {t} is {topic_wm - t} ms behind the watermark {topic_wm} of its topic " \
+                     f"partition (grace {self.config.grace_ms} ms)"
             self._dead(res, self._letter(inc, ns, "LATE", detail), "LATE")
             return
+        if topic_wm is None or t > topic_wm:
+            wm["wm"][inc.topic] = t
         if stem != "activity_signal":
-            if topic_wm is None or t > topic_wm:
-                wm["wm"][inc.topic] = t
             res.outs.extend(feed_events(stem, record))  # alert_created / finding_created: as they arrive
-            key = _pend_key(p, t, RANK[stem], evidence_id(stem, record))
-            if s.get(key) is None:
-                s.put(key, {"stem": stem, "record": record})
-                bisect.insort(idx.pending, key)
-            clock = wm["clock"]
-            if clock is not None and t <= clock:  # the clock has passed it already: release now
-                self._release(s, idx, p, clock, res, [], wm["wm"].get("activity", clock))
-            return
-        topic_wm = max(t, topic_wm if topic_wm is not None else t)
-        observed = self._window_activity(s, idx, p, record, topic_wm)
-        if observed.status == "LATE":
-            res.late += 1
-            detail = f"event time {t}: its window closed (watermark {topic_wm}, " \
-                     f"grace {self.config.windows.grace_ms} ms)"
-            self._dead(res, self._letter(inc, ns, "LATE", detail), "LATE")
-            return
-        wm["wm"][inc.topic] = topic_wm
-        anomalies = self._split(observed.outs, res)
-        if observed.status == "COUNTED":
-            self._activity(s, p, record)
-        clock = topic_wm - self.config.grace_ms
-        if wm["clock"] is None or clock > wm["clock"]:
-            wm["clock"] = clock
-            self._release(s, idx, p, clock, res, anomalies, topic_wm)
-        elif anomalies:
-            self._release(s, idx, p, wm["clock"], res, anomalies, topic_wm)
+        key = _pend_key(p, t, RANK[stem], evidence_id(stem, record))
+        if s.get(key) is None:
+            s.put(key, {"stem": stem, "record": record})
+            bisect.insort(idx.pending, key)
+        clock = wm["clock"]
+        if clock is not None and t <= clock:  # live only: a sparse topic that was idle got an old record
+            res.out_of_order += 1
+            self._release(s, idx, p, clock, res)
 
     def _letter(self, inc: Incoming, ns: str, reason: str, detail: str) -> Out:
         return dead_letter(source_topic=topic_name(inc.topic, ns), partition=inc.partition, offset=inc.offset,
@@ -365,23 +370,91 @@ class Pipeline:
         res.outs.append(out)
         res.dead_letters[reason] += 1
 
-    # -- activity ----------------------------------------------------------------------------------
+    # -- the clock -------------------------------------------------------------------------------------
 
-    def _activity(self, s: _Session, p: int, rec: Record) -> None:
-        pkey = f"{p}|ps|{rec['tenant_id']}:{rec['person_id']}"
-        ps = PersonState.from_dict(s.get(pkey))
-        observe_activity(ps, rec)
-        s.put(pkey, ps.to_dict())
+    def _advance(self, s: _Session, idx: _Index, p: int, highwater: Mapping[tuple[str, int], int | None] | None,
+                 res: Result) -> None:
+        """clock = activity watermark - grace - 1, held at (watermark - grace - 1) of every lagging sparse input.
 
-    # -- the clock step ------------------------------------------------------------------------------
+        Any record not LATE on its own topic partition has event time > that, so in a replay nothing arrives
+        behind the clock and the release order is the event-time order whatever the topic interleaving."""
+        wm_key = f"{p}|wm"
+        wm: dict[str, Any] | None = s.get(wm_key)
+        if wm is None or "activity" not in wm["wm"]:
+            return
+        grace = self.config.grace_ms
+        clock = int(wm["wm"]["activity"]) - grace - 1
+        for short in SPARSE:
+            if highwater is None or (short, p) not in highwater:
+                continue
+            hw = highwater[(short, p)]
+            if hw is None or hw > wm["off"].get(short, -1) + 1:  # unread records (or not known yet)
+                seen = wm["wm"].get(short)
+                if seen is None:
+                    return  # records of it wait unread: nothing can be released yet
+                clock = min(clock, int(seen) - grace - 1)
+        if wm["clock"] is None or clock > wm["clock"]:
+            wm["clock"] = clock
+            s.put(wm_key, wm)
+            self._release(s, idx, p, clock, res)
 
-    def _window_activity(self, s: _Session, idx: _Index, p: int, rec: Record, watermark: int) -> Observed:
-        wkey = f"{p}|win|{rec['tenant_id']}:{rec['person_id']}"
-        pw = self._windows(s, wkey, rec)
-        observed = pw.observe_activity(rec, watermark)
-        if observed.status != "IGNORED":
-            self._store_win(s, idx, wkey, pw)
-        return observed
+    def _release(self, s: _Session, idx: _Index, p: int, clock: int, res: Result) -> None:
+        """Sweep event time up to ``clock``: pending records in (time, rank, id) order, each preceded by the
+        window and incident timers due before it; finally the timers due at or before ``clock``. Timers fire at
+        their own time (not the clock), so the outcome does not depend on where one step ends."""
+        upto = bisect.bisect_right(idx.pending, _pend_key(p, clock, 9, "\x7f"))
+        keys, idx.pending[:upto] = idx.pending[:upto], []
+        items: list[tuple[int, str, Record]] = []
+        for key in keys:
+            item = s.get(key)
+            s.delete(key)
+            if item is not None:
+                stem, record = item["stem"], item["record"]
+                items.append((event_time(stem, record), stem, record))
+        for t, stem, record in items:
+            self._fire_timers(s, idx, p, t - 1, res)
+            if stem == "activity_signal":
+                self._activity(s, idx, p, t, record, res)
+            elif stem == "attendance_event":
+                self._attendance(s, idx, p, t, record, res)
+            else:
+                self._evidence(s, idx, p, stem, record, res)
+        self._fire_timers(s, idx, p, clock, res)
+
+    def _fire_timers(self, s: _Session, idx: _Index, p: int, upto: int, res: Result) -> None:
+        heap = idx.timers
+        while heap and heap[0][0] <= upto:
+            due, key = heapq.heappop(heap)
+            if idx.due.get(key) != due:
+                continue  # superseded
+            del idx.due[key]
+            if key.startswith(f"{p}|win|"):
+                pw = PersonWindows.from_dict(s.get(key), self.config.windows)
+                # watermark = window end + grace: closes exactly the windows that ended by ``due``
+                for out in pw.advance(due + self.config.windows.grace_ms):
+                    self._window_out(s, idx, p, out, res)
+                self._store_win(s, idx, key, pw)
+            else:
+                cst = CorrelationState.from_dict(s.get(key))
+                for out in self.correlator.on_watermark(cst, due):
+                    res.outs.append(out)
+                    res.outs.extend(feed_events(out.stem, out.record))
+                self._store_corr(s, idx, key, cst)
+
+    def _set_timer(self, idx: _Index, key: str, due: int | None) -> None:
+        if due is None:
+            idx.due.pop(key, None)
+            return
+        if idx.due.get(key) != due:
+            idx.due[key] = due
+            heapq.heappush(idx.timers, (due, key))
+
+    def _win_due(self, pw: PersonWindows) -> int | None:
+        """Event time at which the person's next window closes (its deadline is a watermark: end + grace)."""
+        d = pw.next_deadline()
+        return None if d is None else d - self.config.windows.grace_ms
+
+    # -- components --------------------------------------------------------------------------------------
 
     def _windows(self, s: _Session, wkey: str, rec: Record) -> PersonWindows:
         d = s.get(wkey)
@@ -391,83 +464,55 @@ class Pipeline:
 
     def _store_win(self, s: _Session, idx: _Index, wkey: str, pw: PersonWindows) -> None:
         s.put(wkey, pw.to_dict())
-        deadline = pw.next_deadline()
-        if deadline is None:
-            idx.win_deadlines.pop(wkey, None)
-        else:
-            idx.win_deadlines[wkey] = deadline
+        self._set_timer(idx, wkey, self._win_due(pw))
 
-    @staticmethod
-    def _split(outs: list[Out], res: Result) -> list[Record]:
-        """Windows go out as they close; anomalies wait to be merged into the event-time order."""
-        anomalies = []
-        for out in outs:
-            if out.stem == "anomaly":
-                anomalies.append(out.record)
-            res.outs.append(out)
-        return anomalies
+    def _window_out(self, s: _Session, idx: _Index, p: int, out: Out, res: Result) -> None:
+        res.outs.append(out)
+        if out.stem == "anomaly":
+            res.outs.extend(feed_events(out.stem, out.record))
+            self._evidence(s, idx, p, out.stem, out.record, res)
 
-    def _release(self, s: _Session, idx: _Index, p: int, clock: int, res: Result, anomalies: list[Record],
-                 watermark: int) -> None:
-        """Release pending records with event time <= clock in order; then close what the clock passed."""
-        for wkey in sorted(k for k, d in idx.win_deadlines.items() if d <= watermark):
-            pw = PersonWindows.from_dict(s.get(wkey), self.config.windows)
-            anomalies = anomalies + self._split(pw.advance(watermark), res)
+    def _activity(self, s: _Session, idx: _Index, p: int, t: int, rec: Record, res: Result) -> None:
+        wkey = f"{p}|win|{rec['tenant_id']}:{rec['person_id']}"
+        pw = self._windows(s, wkey, rec)
+        observed = pw.observe_activity(rec, t + self.config.windows.grace_ms)
+        for out in observed.outs:
+            self._window_out(s, idx, p, out, res)
+        if observed.status != "IGNORED":
             self._store_win(s, idx, wkey, pw)
-        upto = bisect.bisect_right(idx.pending, _pend_key(p, clock, 9, "\x7f"))
-        keys, idx.pending[:upto] = idx.pending[:upto], []
-        items: list[tuple[str, Record]] = [("anomaly", a) for a in anomalies]
-        for key in keys:
-            item = s.get(key)
-            s.delete(key)
-            if item is not None:
-                items.append((item["stem"], item["record"]))
-        items.sort(key=lambda it: (event_time(it[0], it[1]), RANK[it[0]], evidence_id(it[0], it[1])))
-        closed_by_punch: list[tuple[str, Record]] = []
-        for stem, record in items:
-            if stem == "attendance_event":  # duty starts/ends in the person's windows
-                wkey = f"{p}|win|{record['tenant_id']}:{record['person_id']}"
-                pw = self._windows(s, wkey, record)
-                site = self.refs.sites.get((int(record["tenant_id"]), record["site_id"]))
-                closed = self._split(pw.observe_attendance(record, site, watermark), res)
-                closed_by_punch += [("anomaly", a) for a in closed]
-                self._store_win(s, idx, wkey, pw)
-        items += closed_by_punch  # rare (windows the punch's watermark closed): after, still deterministic
-        t0 = self.timer() if self.timer else 0.0
-        scores = self._score(s, p, [r for stem, r in items if stem == "attendance_event"])
-        if self.timer and scores:
-            res.score_seconds += self.timer() - t0
-        for stem, record in items:
-            if stem == "attendance_event":
-                score = scores[record["event_id"]]
-                res.scored += 1
-                res.outs.append(Out("fraud-scores", person_key(score["tenant_id"], score["person_id"]),
-                                    "fraud_score", score))
-                res.outs.extend(feed_events("fraud_score", score))
-                if score["fraud_probability"] >= self.config.escalation.fraud_threshold:
-                    res.fraud_detections += 1
-                self._evidence(s, idx, p, "fraud_score", score, res)
-            else:
-                if stem == "anomaly":
-                    res.outs.extend(feed_events(stem, record))
-                self._evidence(s, idx, p, stem, record, res)
-        self._tick(s, idx, p, clock, res)
+        if observed.status != "COUNTED":
+            return  # DUPLICATE (or not this person's): already in the feature state too
+        pkey = f"{p}|ps|{rec['tenant_id']}:{rec['person_id']}"
+        ps = PersonState.from_dict(s.get(pkey))
+        observe_activity(ps, rec)
+        s.put(pkey, ps.to_dict())
 
-    def _score(self, s: _Session, p: int, atts: list[Record]) -> dict[str, Record]:
-        batch: list[tuple[Record, list[float]]] = []
-        for att in atts:
-            tenant = int(att["tenant_id"])
-            pkey = f"{p}|ps|{tenant}:{att['person_id']}"
-            dkey = f"{p}|dev|{tenant}:{att['device_id']}"
-            ps, ds = PersonState.from_dict(s.get(pkey)), DeviceState.from_dict(s.get(dkey))
-            shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else None
-            vec = build_features(att, ps, ds, self.refs.sites.get((tenant, att["site_id"])),
-                                 self.refs.people.get((tenant, att["person_id"])), shift)
-            observe_attendance(ps, ds, att)
-            s.put(pkey, ps.to_dict())
-            s.put(dkey, ds.to_dict())
-            batch.append((att, vec))
-        return {r["event_id"]: r for r in score_records(self.models, batch)}
+    def _attendance(self, s: _Session, idx: _Index, p: int, t: int, att: Record, res: Result) -> None:
+        tenant = int(att["tenant_id"])
+        site = self.refs.sites.get((tenant, att["site_id"]))
+        wkey = f"{p}|win|{tenant}:{att['person_id']}"
+        pw = self._windows(s, wkey, att)
+        for out in pw.observe_attendance(att, site, t + self.config.windows.grace_ms):
+            self._window_out(s, idx, p, out, res)
+        self._store_win(s, idx, wkey, pw)
+        t0 = self.timer() if self.timer else 0.0
+        pkey = f"{p}|ps|{tenant}:{att['person_id']}"
+        dkey = f"{p}|dev|{tenant}:{att['device_id']}"
+        ps, ds = PersonState.from_dict(s.get(pkey)), DeviceState.from_dict(s.get(dkey))
+        shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else None
+        vec = build_features(att, ps, ds, site, self.refs.people.get((tenant, att["person_id"])), shift)
+        observe_attendance(ps, ds, att)
+        s.put(pkey, ps.to_dict())
+        s.put(dkey, ds.to_dict())
+        score = score_records(self.models, [(att, vec)])[0]
+        if self.timer:
+            res.score_seconds += self.timer() - t0
+        res.scored += 1
+        res.outs.append(Out("fraud-scores", person_key(tenant, att["person_id"]), "fraud_score", score))
+        res.outs.extend(feed_events("fraud_score", score))
+        if score["fraud_probability"] >= self.config.escalation.fraud_threshold:
+            res.fraud_detections += 1
+        self._evidence(s, idx, p, "fraud_score", score, res)
 
     def _evidence(self, s: _Session, idx: _Index, p: int, stem: str, record: Record, res: Result) -> None:
         """Escalation and correlation of one released record (alert, finding, anomaly or fraud score)."""
@@ -494,22 +539,10 @@ class Pipeline:
     def _store_corr(self, s: _Session, idx: _Index, ckey: str, cst: CorrelationState) -> None:
         if cst.is_empty():
             s.delete(ckey)
-            idx.deadlines.pop(ckey, None)
+            self._set_timer(idx, ckey, None)
             return
         s.put(ckey, cst.to_dict())
-        deadline = cst.next_deadline(self.config.correlation)
-        if deadline is None:
-            idx.deadlines.pop(ckey, None)
-        else:
-            idx.deadlines[ckey] = deadline
-
-    def _tick(self, s: _Session, idx: _Index, p: int, clock: int, res: Result) -> None:
-        for ckey in sorted(k for k, d in idx.deadlines.items() if d <= clock):
-            cst = CorrelationState.from_dict(s.get(ckey))
-            for out in self.correlator.on_watermark(cst, clock):
-                res.outs.append(out)
-                res.outs.extend(feed_events(out.stem, out.record))
-            self._store_corr(s, idx, ckey, cst)
+        self._set_timer(idx, ckey, cst.next_deadline(self.config.correlation))
 
     # -- reference data ------------------------------------------------------------------------------
 
