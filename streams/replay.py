@@ -227,6 +227,9 @@ def _validate(req: ReplayRequest) -> None:
     unknown = [t for t in req.topics if t not in INPUT_TOPICS]
     if unknown:
         raise ReplayError(f"not replayable input topic(s): {', '.join(unknown)}; inputs are {', '.join(INPUT_TOPICS)}")
+    held = [t for t in req.topics if t in INPUT_STEMS and t != CLOCK_TOPIC]
+    if held and CLOCK_TOPIC not in req.topics:
+        raise ReplayError(f"{', '.join(held)} wait for the pipeline's activity clock: add {CLOCK_TOPIC} to --topics")
 
 
 def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], SandboxProducer] | None = None

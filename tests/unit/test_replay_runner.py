@@ -52,6 +52,7 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     ({"sandbox": "src"}, "into itself"),
     ({"to_ms": 0}, "after --from"),
     ({"topics": ("attendance", "fraud-scores")}, "not replayable"),
+    ({"topics": ("attendance", "alerts")}, "add activity"),
 ])
 def test_requests_refused_before_any_io(kw: dict[str, object], match: str) -> None:
     base: dict[str, object] = {"bootstrap": "127.0.0.1:1", "source": "src", "sandbox": "sbx", "from_ms": 0,
