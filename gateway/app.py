@@ -113,7 +113,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             consumer = FeedConsumer(cfg.bootstrap, cfg.namespace, loop, deliver, cfg.group_id, warm=cfg.ring_size)
             consumer.start()
             app.state.consumer = consumer
-            if not await asyncio.to_thread(consumer.ready.wait, 60):
+            if not await asyncio.to_thread(consumer.ready.wait, 60) or consumer.error is not None:
                 raise RuntimeError(f"feed consumer did not get its partitions: {consumer.error}")
             tasks.append(asyncio.create_task(poll_group_lag(cfg.bootstrap, cfg.lag_poll_s)))
         try:
@@ -130,7 +130,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
     async def health(request: Request) -> Response:
         consumer: FeedConsumer | None = getattr(request.app.state, "consumer", None)
-        ok = consumer is None or (consumer.ready.is_set() and consumer.error is None)
+        ok = consumer is None or (consumer.ready.is_set() and consumer.error is None and consumer.alive())
         body = {"status": "success" if ok else "error", "data": {
             "consumer": None if consumer is None else {"group_id": consumer.group_id, "ready": consumer.ready.is_set(),
                                                        "error": repr(consumer.error) if consumer.error else None},

@@ -98,12 +98,15 @@ class FeedConsumer:
         self.group_id = group_id or default_group_id()
         self._warm = warm
         self._stop = threading.Event()
-        self.ready = threading.Event()  # set once partitions are assigned
+        self.ready = threading.Event()  # set once partitions are assigned (or the thread failed: see error)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="noc-gateway-feed", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -163,6 +166,7 @@ class FeedConsumer:
                     self._loop.call_soon_threadsafe(self._deliver, batch)
         except BaseException as exc:  # recorded for /health, then re-raised: the thread must not die silently
             self.error = exc
+            self.ready.set()  # wakes whoever waits for the start-up; they check ``error``
             log.exception("feed consumer stopped")
             raise
         finally:
