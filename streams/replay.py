@@ -274,14 +274,12 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
         producer = (producer_factory or _sandbox_producer)(req)
     total = sum(s.count for s in in_spans)
     bar = Progress(req.progress, req.from_ms, req.to_ms, total)
-    try:
-        with PartitionReader(req.bootstrap, in_spans) as reader:
-            _drive(req, reader.iterators(), lanes, producer, rep, bar, schemas)
-        if producer is not None:
-            producer.flush()
-            rep.topics_written = set(producer.topics_written)
-    finally:
-        bar.done()
+    with PartitionReader(req.bootstrap, in_spans) as reader:
+        _drive(req, reader.iterators(), lanes, producer, rep, bar, schemas)
+    if producer is not None:
+        producer.flush()
+        rep.topics_written = set(producer.topics_written)
+    bar.done()
     main = lanes[0]
     rep.outputs, rep.dead_letters, rep.late = main.outputs, main.dead_letters, main.late
     rep.elapsed_s = time.monotonic() - t0
