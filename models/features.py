@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -109,16 +109,29 @@ class PersonState:
     acc_ewma: float | None = None  # usual GPS accuracy of the person's fixes, metres
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        # Field by field, not a generic deep copy: a worker does this for every signal (~10x cheaper).
+        return {"last_fix": _row(self.last_fix), "last_punch": _row(self.last_punch),
+                "activity": [list(a) for a in self.activity], "check_ins": list(self.check_ins),
+                "open_check_in": self.open_check_in, "open_site": self.open_site,
+                "since_in_activity": self.since_in_activity, "since_in_checkpoints": list(self.since_in_checkpoints),
+                "devices": dict(self.devices), "acc_ewma": self.acc_ewma}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PersonState:
         if not d:
             return cls()
-        known = {f.name for f in fields(cls)}
-        ps = cls(**{k: _plain(v) for k, v in d.items() if k in known})
-        ps.activity = [a + [0] * (4 - len(a)) for a in ps.activity]  # entries written before the jump flag
-        return ps
+        return cls(
+            last_fix=_row(d.get("last_fix")), last_punch=_row(d.get("last_punch")),
+            # entries written before the jump flag have three fields
+            activity=[list(a) if len(a) == 4 else [*a, 0] for a in d.get("activity") or []],
+            check_ins=list(d.get("check_ins") or []), open_check_in=d.get("open_check_in"),
+            open_site=d.get("open_site"), since_in_activity=int(d.get("since_in_activity") or 0),
+            since_in_checkpoints=list(d.get("since_in_checkpoints") or []), devices=dict(d.get("devices") or {}),
+            acc_ewma=d.get("acc_ewma"))
+
+
+def _row(v: list[float] | None) -> list[float] | None:
+    return None if v is None else list(v)
 
 
 @dataclass(slots=True)
@@ -128,20 +141,11 @@ class DeviceState:
     punches: list[list[Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"punches": _plain(self.punches)}
+        return {"punches": [list(p) for p in self.punches]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> DeviceState:
-        return cls(punches=_plain((d or {}).get("punches", [])))
-
-
-def _plain(v: Any) -> Any:
-    """Deep copy into JSON-friendly lists/dicts (Faust's JSON turns tuples into lists anyway)."""
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
+        return cls(punches=[list(p) for p in (d or {}).get("punches") or []])
 
 
 # -- geometry and time helpers -------------------------------------------------------------------

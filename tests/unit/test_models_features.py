@@ -171,6 +171,14 @@ def test_state_round_trips_through_json() -> None:
     ds2 = DeviceState.from_dict(json.loads(json.dumps(ds.to_dict())))
     assert ps2 == ps and ds2 == ds
     assert PersonState.from_dict(None) == PersonState() and DeviceState.from_dict({}) == DeviceState()
+    from dataclasses import fields
+
+    assert set(ps.to_dict()) == {f.name for f in fields(PersonState)}  # every field is stored
+    d = ps.to_dict()
+    d["activity"][0].append(99)  # the stored value is a copy, not the live state
+    assert len(ps.activity[0]) == 4
+    old = dict(d, activity=[a[:3] for a in ps.to_dict()["activity"]], unknown_field=1)  # older/newer writers
+    assert PersonState.from_dict(old).activity == [[*a[:3], 0] for a in ps.activity]
 
 
 def _same(a: list[float], b: list[float]) -> bool:
