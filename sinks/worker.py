@@ -39,6 +39,7 @@ from streams.core.ids import tenant_key
 
 log = logging.getLogger("noc.sink")
 KAFKA_TIMEOUT_S = 10.0
+PAUSE_AFTER_S = 1.0  # a batch write taking longer than this pauses the partitions until it is done
 REVOKE_WAIT_S = 15.0  # how long a rebalance or shutdown waits for Postgres before dropping the batch
 
 
@@ -198,13 +199,23 @@ class SinkWorker:
         fut, batch = self.inflight
         self.inflight = None
         t = time.perf_counter()
+        paused = False
         try:
-            res = fut.result(timeout=give_up_after_s)
-        except FutureTimeout:
-            self._give_up.set()
-            res = fut.result()
+            while True:
+                try:
+                    res = fut.result(timeout=PAUSE_AFTER_S)
+                    break
+                except FutureTimeout:
+                    if not paused:  # Postgres is slow or down: stop fetching (librdkafka's prefetch too)
+                        paused = self._pause(True)
+                    if give_up_after_s is not None and time.perf_counter() - t >= give_up_after_s:
+                        self._give_up.set()
+                        res = fut.result()
+                        break
         finally:
             self._give_up.clear()
+            if paused:
+                self._pause(False)
             self.stats.wait_s += time.perf_counter() - t
         if res is None:
             log.warning("batch of %d records dropped uncommitted (it will be redelivered)", len(batch))
@@ -290,6 +301,18 @@ class SinkWorker:
             return
         if dropped:
             log.info("retention dropped %d partitions: %s", len(dropped), ", ".join(dropped))
+
+    def _pause(self, pause: bool) -> bool:
+        try:
+            assignment = self.consumer.assignment()
+            if assignment:
+                (self.consumer.pause if pause else self.consumer.resume)(assignment)
+        except KafkaException as exc:
+            log.warning("could not %s the partitions: %s", "pause" if pause else "resume", exc)
+            return False
+        if pause:
+            log.info("waiting for postgres: consumption paused")
+        return True
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned: %d", len(partitions))
