@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class FeedEvent:
     tenant_id: int
     event_id: str
@@ -30,6 +30,7 @@ class FeedEvent:
     produced_ms: int  # Kafka record timestamp: when the producer sent it
     data: bytes  # the JSON object sent to clients, encoded once for all of them
     live: bool = True  # False for events read at start-up to warm the ring (no latency recorded)
+    sent: bool = False  # set at its first WebSocket send in this process (latency is recorded once per event)
 
     @property
     def cursor(self) -> str:
