@@ -27,7 +27,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas.serde import encode, store
+from schemas.serde import encode
 from schemas.topics import topic as topic_name
 from sinks import metrics
 from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
@@ -182,7 +182,7 @@ class SinkWorker:
             return
         batch, self.buf = self.buf, []
         t = time.perf_counter()
-        prep = prepare(batch, store())
+        prep = prepare(batch)
         self.stats.decode_s += time.perf_counter() - t
         self._complete()
         self.inflight = (self.pool.submit(self._write_with_retry, batch, prep), batch)

@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--naive", type=int, default=3_000)
     ap.add_argument("--batch", type=int, default=5_000)
-    ap.add_argument("--fixed-serde", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--fixed-serde", action=argparse.BooleanOptionalAction, default=False,
                     help="also run the sink with fastavro-parsed serde schemas (see fastavro_parsed_schemas)")
     args = ap.parse_args()
     s = settings()
