@@ -30,7 +30,7 @@ from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import LIVE_NAMESPACE, topic
 from streams.core.feed import feed_events
-from streams.core.pipeline import INPUT_STEMS, DictStore, Incoming, Pipeline, PipelineConfig, References
+from streams.core.pipeline import INPUT_STEMS, SPARSE, DictStore, Incoming, Pipeline, PipelineConfig, References
 from streams.core.types import Out, Record
 from streams.core.validate import dead_letter_for_decode_error
 from streams.replay_config import ReplayConfig, as_dict
@@ -275,7 +275,12 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
     total = sum(s.count for s in in_spans)
     bar = Progress(req.progress, req.from_ms, req.to_ms, total)
     with PartitionReader(req.bootstrap, in_spans) as reader:
-        _drive(req, reader.iterators(), lanes, producer, rep, bar, schemas)
+        # Like the worker's consumer high-water marks: a sparse input partition with unread records in the
+        # range holds that partition's clock (belt and braces with the merge's lead).
+        highwater: dict[tuple[str, int], int | None] = {
+            (s.topic, s.partition): s.end for s in in_spans if s.topic in SPARSE and s.count > 0}
+        _drive(req, reader.iterators(), lanes, producer, rep, bar, schemas, highwater,
+               sorted({s.partition for s in in_spans if s.topic in INPUT_STEMS}))
     if producer is not None:
         producer.flush()
         rep.topics_written = set(producer.topics_written)
@@ -307,14 +312,15 @@ def _default_dsn() -> str:
 
 
 def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane], producer: SandboxProducer | None,
-           rep: ReplayReport, bar: Progress, schemas: SchemaStore) -> None:
+           rep: ReplayReport, bar: Progress, schemas: SchemaStore,
+           highwater: dict[tuple[str, int], int | None], partitions: list[int]) -> None:
     batch: list[Incoming] = []
     tickets: list[Item] = []
     last_ts = req.from_ms
 
     def flush() -> None:
         for i, ln in enumerate(lanes):
-            result = ln.pipeline.process(ln.store, batch, req.to_ms, req.source)
+            result = ln.pipeline.process(ln.store, batch, req.to_ms, req.source, highwater)
             outs = result.outs + _ticket_outs(tickets, req.source, schemas)
             _deliver(ln, outs, producer if i == 0 else None, last_ts)
             ln.dead_letters.update(result.dead_letters)
@@ -335,6 +341,10 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
             flush()
     if batch or tickets:
         flush()
+    for i, ln in enumerate(lanes):  # partitions whose last batch left their clock held move on now
+        result = ln.pipeline.tick(ln.store, partitions, highwater)
+        _deliver(ln, result.outs, producer if i == 0 else None, last_ts)
+        result.commit()
 
 
 def _ticket_outs(items: Iterable[Item], source: str, schemas: SchemaStore) -> list[Out]:
