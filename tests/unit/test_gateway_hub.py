@@ -96,3 +96,12 @@ def test_take_and_cursor_parsing() -> None:
     for bad in ("", "3", "a:1", "1:-2"):
         with pytest.raises(ValueError):
             parse_cursor(bad)
+
+
+def test_resume_cannot_reach_another_tenants_events() -> None:
+    hub = Hub(10)
+    hub.publish([ev(0, tenant=2), ev(1, tenant=2), ev(2, tenant=1)])
+    c = Client(1, 10)
+    assert hub.attach(c, "e0") == ("miss", 0)  # tenant 2's id is not in tenant 1's ring
+    assert Hub.complete_resume(c, [ev(1, tenant=2), ev(3, tenant=1)], (0, 0)) == 1
+    assert ids(c) == ["e3"]
