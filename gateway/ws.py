@@ -131,7 +131,8 @@ class Connection:
     async def send_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.event.wait(), self.cfg.heartbeat_s)
+                if not self.event.is_set():  # wait_for costs a task: skip it when there is work already
+                    await asyncio.wait_for(self.event.wait(), self.cfg.heartbeat_s)
             except TimeoutError:
                 await self._send(orjson.dumps({"type": "heartbeat", "server_time": int(time.time() * 1000)}))
                 continue
