@@ -11,10 +11,12 @@ Kafka and Postgres (``noc infra up``); uses its own namespace and schema and rem
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import random
+import resource
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 from confluent_kafka import Producer
@@ -68,11 +70,14 @@ def produce(bootstrap: str, name: str, n: int) -> list[bytes]:
     return sample
 
 
-def naive(dsn: str, values: list[bytes]) -> float:
+def naive(dsn: str, values: list[bytes]) -> tuple[float, float, float]:
+    """(rows/s, client CPU s per row, backend CPU s per row) of one INSERT + COMMIT per record."""
     cols = ", ".join(ACTIVITY.columns)
     sql = (f"INSERT INTO activity ({cols}) VALUES ({', '.join(['%s'] * len(ACTIVITY.columns))}) "
            "ON CONFLICT (event_id, occurred_at) DO NOTHING")
     with psycopg.connect(dsn, connect_timeout=10) as conn:
+        pid = conn.info.backend_pid
+        pg0, cpu0 = backend_cpu_s(pid), own_cpu_s()
         t = time.perf_counter()
         for v in values:
             rec = decode(v, expected="activity_signal")
@@ -80,41 +85,42 @@ def naive(dsn: str, values: list[bytes]) -> float:
             row[0] = "naive-" + row[0]  # own rows, so the sink's rows are not touched
             conn.execute(sql, row)
             conn.commit()
-        return len(values) / (time.perf_counter() - t)
+        n = len(values)
+        return n / (time.perf_counter() - t), (own_cpu_s() - cpu0) / n, (backend_cpu_s(pid) - pg0) / n
 
 
-def fastavro_parsed_schemas() -> None:
-    """Re-parse the process-wide serde schemas with fastavro's default parse (which marks them parsed).
-
-    schemas/serde.py parses with ``_write_hint=False``, so fastavro re-parses the schema on every
-    ``schemaless_reader`` call; this shows what the proposed one-line serde change would give the sink.
-    Same records out (the schemas are identical), only faster.
-    """
-    import fastavro
-
-    from schemas.serde import SCHEMA_DIR, store
-
-    st = store()
-    seen: set[int] = set()
-    for sv in (*st.current.values(), *st.by_fingerprint.values()):
-        if id(sv) in seen:
-            continue
-        seen.add(id(sv))
-        path = SCHEMA_DIR / (f"{sv.stem}.avsc" if sv.version == "current" else f"released/{sv.stem}/{sv.version}.avsc")
-        fresh = fastavro.parse_schema(json.loads(path.read_text()))
-        assert isinstance(fresh, dict)
-        sv.parsed.clear()
-        sv.parsed.update(fresh)  # in place: the store's identity checks (writer is reader) still hold
+def backend_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a Postgres backend used so far (the server runs on this machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_sink(dsn: str, bootstrap: str, ns: str, group: str, batch: int) -> tuple[RunStats, int]:
+def own_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_sink(dsn: str, bootstrap: str, ns: str, group: str, batch: int) -> tuple[RunStats, int, float, float]:
+    """Run one worker to the end of the topic: (stats, rows stored, sink CPU s, Postgres backend CPU s)."""
     worker = SinkWorker(SinkConfig(dsn=dsn, bootstrap=bootstrap, namespace=ns, topics=("activity",), group=group,
                                    policy=BatchPolicy(batch, 500), until_caught_up=True, run_migrations=False,
                                    publish=False))
+    backend = worker.writer.connection().info.backend_pid
+    pg0, cpu0 = backend_cpu_s(backend), own_cpu_s()
+    close = worker.writer.close
+    pg_cpu: list[float] = []
+
+    def measure_then_close() -> None:
+        if not pg_cpu:
+            pg_cpu.append(backend_cpu_s(backend) - pg0)
+        close()
+
+    worker.writer.close = measure_then_close  # type: ignore[method-assign]
     stats = worker.run()
+    cpu = own_cpu_s() - cpu0
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         stored = conn.execute(b"SELECT count(*) FROM activity").fetchone()
-    return stats, int(stored[0]) if stored else -1
+    return stats, int(stored[0]) if stored else -1, cpu, pg_cpu[0]
 
 
 def main() -> None:
@@ -122,8 +128,6 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--naive", type=int, default=3_000)
     ap.add_argument("--batch", type=int, default=5_000)
-    ap.add_argument("--fixed-serde", action=argparse.BooleanOptionalAction, default=False,
-                    help="also run the sink with fastavro-parsed serde schemas (see fastavro_parsed_schemas)")
     args = ap.parse_args()
     s = settings()
     ns = "bench" + uuid.uuid4().hex[:8]
@@ -138,26 +142,21 @@ def main() -> None:
         sample = produce(s.bootstrap, topic("activity", ns), args.events)
         print(f"produced {args.events:,} activity signals in {time.perf_counter() - t:.1f}s")
 
-        stats, stored = run_sink(dsn, s.bootstrap, ns, f"bench-{ns}", args.batch)
+        stats, stored, cpu, pg_cpu = run_sink(dsn, s.bootstrap, ns, f"bench-{ns}", args.batch)
         assert stored == args.events, f"stored {stored}, expected {args.events}"
         sink_rate = args.events / stats.seconds
-        naive_rate = naive(dsn, sample[: args.naive])
-        print(f"sink worker (1 process, batch {args.batch}): {args.events:,} rows in {stats.seconds:.1f}s "
-              f"= {sink_rate:,.0f} rows/s ({stats.batches} batches; time includes group join and the caught-up check)")
+        naive_rate, naive_cpu, naive_pg = naive(dsn, sample[: args.naive])
+        n = args.events
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work shares them)")
+        print(f"sink worker (1 process, batch {args.batch}): {n:,} rows in {stats.seconds:.1f}s = "
+              f"{sink_rate:,.0f} rows/s ({stats.batches} batches; includes group join and the caught-up check)")
         print(f"  split: decode+map {stats.decode_s:.1f}s (main thread), postgres {stats.write_s:.1f}s (writer "
               f"thread), main thread waited {stats.wait_s:.1f}s for the writer")
-        print(f"naive writer (INSERT + COMMIT per record): {args.naive:,} rows = {naive_rate:,.0f} rows/s")
-        print(f"ratio: {sink_rate / naive_rate:.1f}x")
-        if args.fixed_serde:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(b"TRUNCATE activity")
-            fastavro_parsed_schemas()
-            stats2, stored2 = run_sink(dsn, s.bootstrap, ns, f"bench2-{ns}", args.batch)
-            assert stored2 == args.events, f"stored {stored2}, expected {args.events}"
-            rate2 = args.events / stats2.seconds
-            print(f"sink worker with serde schemas parsed by fastavro's default (proposed serde fix): "
-                  f"{rate2:,.0f} rows/s, {rate2 / naive_rate:.1f}x naive; decode+map {stats2.decode_s:.1f}s, "
-                  f"postgres {stats2.write_s:.1f}s")
+        print(f"  CPU per row: sink process {cpu / n * 1e6:.1f} us, its Postgres backend {pg_cpu / n * 1e6:.1f} us "
+              f"-> {n / max(cpu, pg_cpu):,.0f} rows/s per worker when each side has a core to itself")
+        print(f"naive writer (INSERT + COMMIT per record): {args.naive:,} rows = {naive_rate:,.0f} rows/s; "
+              f"CPU per row: client {naive_cpu * 1e6:.1f} us, backend {naive_pg * 1e6:.1f} us")
+        print(f"ratio (wall clock, same run): {sink_rate / naive_rate:.1f}x")
     finally:
         delete_namespace(s.bootstrap, ns)
         with psycopg.connect(s.pg_dsn, autocommit=True, connect_timeout=10) as conn:
