@@ -144,8 +144,10 @@ class SinkWorker:
                     break
             self.drain(give_up_after_s=REVOKE_WAIT_S)
         finally:
+            self.buf = []  # only non-empty when leaving on an error: uncommitted, so redelivered
             self._give_up.set()
             self.pool.shutdown(wait=True)
+            self.inflight = None
             self.consumer.close()
             if self.producer is not None:
                 self.producer.flush(KAFKA_TIMEOUT_S)
@@ -189,13 +191,20 @@ class SinkWorker:
 
     def drain(self, give_up_after_s: float | None = None) -> None:
         """Write and commit everything taken so far. With a limit (rebalance, shutdown), a batch still not
-        written when it expires (Postgres down) is dropped uncommitted: whoever reads next gets it again."""
+        written when it expires (Postgres down) is dropped uncommitted: whoever reads next gets it again.
+        Records after a dropped batch are dropped too, so no later offset is committed past it."""
+        if not self._complete(give_up_after_s):
+            self.buf = []
+            return
         self.flush()
         self._complete(give_up_after_s)
 
-    def _complete(self, give_up_after_s: float | None = None) -> None:
+    def _complete(self, give_up_after_s: float | None = None) -> bool:
+        """Wait for the batch in flight, then publish its feed events and commit its offsets.
+
+        Returns False when the batch was dropped uncommitted (only with ``give_up_after_s``)."""
         if self.inflight is None:
-            return
+            return True
         fut, batch = self.inflight
         self.inflight = None
         t = time.perf_counter()
@@ -219,7 +228,7 @@ class SinkWorker:
             self.stats.wait_s += time.perf_counter() - t
         if res is None:
             log.warning("batch of %d records dropped uncommitted (it will be redelivered)", len(batch))
-            return
+            return False
         self._publish(res)
         self._commit(batch)
         self.stats.batches += 1
@@ -232,6 +241,7 @@ class SinkWorker:
         self.stats.dead += len(res.dead)
         for d in res.dead:
             metrics.DEAD.labels(d["reason"]).inc()
+        return True
 
     def _write_with_retry(self, batch: list[Raw], prep: Prepared) -> WriteResult | None:
         """Runs in the writer thread: retry while Postgres is unreachable; None when told to give up."""
