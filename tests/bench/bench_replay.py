@@ -36,7 +36,8 @@ from streams.replay_diff import diff
 from streams.replay_io import PartitionReader, consumer, end_offsets, offset_range
 from streams.replay_merge import merge
 
-OUTPUTS = ("signal-windows", "anomalies", "incidents", "fraud-scores", "ticket-commands", "events", "dead-letters")
+OUTPUTS = ("signal-windows", "baselines", "anomalies", "incidents", "fraud-scores", "ticket-commands",
+           "finding-escalations", "events", "dead-letters")
 
 
 def consume_decode(bootstrap: str, ns: str, lo: int, hi: int) -> tuple[int, float]:
@@ -58,8 +59,8 @@ def consume_decode(bootstrap: str, ns: str, lo: int, hi: int) -> tuple[int, floa
     return n, time.perf_counter() - t0
 
 
-def run_worker(bootstrap: str, ns: str, settle_s: float, timeout_s: float) -> tuple[float, float, int]:
-    """(seconds to the last output change, seconds to the first output, output records)."""
+def run_worker(bootstrap: str, ns: str, settle_s: float, timeout_s: float) -> tuple[float, float, dict[str, int]]:
+    """(seconds to the last output change, seconds to the first output, output records per topic)."""
     from streams.app import worker_command, worker_env
 
     home = Path(tempfile.mkdtemp(prefix="bench-worker-"))
@@ -69,13 +70,16 @@ def run_worker(bootstrap: str, ns: str, settle_s: float, timeout_s: float) -> tu
     proc = subprocess.Popen(worker_command(ns, bootstrap), env=worker_env(home), stdout=log, stderr=subprocess.STDOUT)
     first = last_change = None
     last_total = -1
+    per_topic: dict[str, int] = {}
     try:
         while time.monotonic() - t0 < timeout_s:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}; see {home / 'worker.log'}")
-            total = sum(end_offsets(bootstrap, names).values())
+            ends = end_offsets(bootstrap, names)
+            total = sum(ends.values())
             now = time.monotonic()
             if total != last_total:
+                per_topic = {short: sum(v for (n, _), v in ends.items() if n == topic(short, ns)) for short in OUTPUTS}
                 last_total, last_change = total, now
                 if first is None and total > 0:
                     first = now
@@ -93,7 +97,7 @@ def run_worker(bootstrap: str, ns: str, settle_s: float, timeout_s: float) -> tu
         log.close()
         shutil.rmtree(home, ignore_errors=True)
     assert last_change is not None and first is not None
-    return last_change - t0, first - t0, last_total
+    return last_change - t0, first - t0, per_topic
 
 
 def main() -> int:
@@ -130,7 +134,8 @@ def main() -> int:
         if args.no_worker:
             print("worker    skipped (--no-worker)")
             return 0
-        done_s, first_s, outs = run_worker(bootstrap, live, args.settle, args.timeout)
+        done_s, first_s, per_topic = run_worker(bootstrap, live, args.settle, args.timeout)
+        outs = sum(per_topic.values())
         busy = max(1e-9, done_s - first_s)
         print(f"worker    noc worker (Faust)   : {rep.total_in:>8,} records in {done_s:6.2f}s = "
               f"{rep.total_in / done_s:>9,.0f} rec/s incl. start-up ({first_s:.1f}s to first output; "
@@ -140,6 +145,9 @@ def main() -> int:
                  read_snapshot(bootstrap, sandbox, cfg.start, cfg.end), "worker", "replay")
         print("diff      replay vs worker     : " + ("identical" if d.identical else "; ".join(
             f"{k.kind} +{len(k.added)} -{len(k.removed)} ~{len(k.changed)} of {k.base_count}" for k in d.kinds)))
+        counts = [f"{t} {per_topic.get(t, 0):,} vs {rep.outputs.get(t, 0):,}" for t in OUTPUTS
+                  if per_topic.get(t, 0) != rep.outputs.get(t, 0)]
+        print("records   worker vs replay     : " + ("same per topic" if not counts else "; ".join(counts)))
     finally:
         delete_namespace(bootstrap, live)
         delete_namespace(bootstrap, sandbox)
