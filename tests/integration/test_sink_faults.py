@@ -181,3 +181,33 @@ def test_two_workers_share_the_partitions_through_a_rebalance(
     assert _committed_everything(kafka_bootstrap, namespace)
     assert b"partitions revoked" in logs[0].read_bytes()
     assert b"partitions assigned: 3" in logs[1].read_bytes()  # the second worker took half the partitions
+
+
+def _committed_total(bootstrap: str, ns: str) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"sink-{ns}", "enable.auto.commit": False})
+    try:
+        name = topic("activity", ns)
+        committed = c.committed([TopicPartition(name, p) for p in range(PERSON_PARTITIONS)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        c.close()
+
+
+def test_sigterm_stops_gracefully_with_offsets_matching_stored_rows(
+        kafka_bootstrap: str, namespace: str, pg_schema: tuple[str, str], tmp_path: Path) -> None:
+    dsn = pg_schema[0]
+    migrate(dsn)
+    _produce_activity(kafka_bootstrap, topic("activity", namespace), 100_000)
+    log = tmp_path / "sink.log"
+    proc = _sink(dsn, kafka_bootstrap, namespace, log)
+    try:
+        _wait_for("the sink to store rows", lambda: _count(dsn) >= 5_000, 90)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stored = _count(dsn)
+    # Offsets are committed only after the rows are: after a clean stop, exactly the stored records.
+    assert _committed_total(kafka_bootstrap, namespace) == stored
+    assert b'"records": ' in log.read_bytes()

@@ -132,3 +132,11 @@ def test_metrics_endpoint_shows_lag_per_partition(kafka_bootstrap: str, namespac
              and f'topic="{topic("activity", namespace)}"' in ln]
     assert len(lines) == 6 and all(ln.endswith(" 0.0") for ln in lines)
     assert 'noc_sink_rows_total{table="activity"}' in body
+
+
+def test_max_idle_stops_a_worker_with_nothing_to_read(kafka_bootstrap: str, namespace: str,
+                                                      pg_schema: tuple[str, str]) -> None:
+    t = time.monotonic()
+    stats = SinkWorker(SinkConfig(dsn=pg_schema[0], bootstrap=kafka_bootstrap, namespace=namespace,
+                                  topics=("alerts",), group=f"idle-{namespace}", max_idle_s=1.0)).run()
+    assert stats.records == 0 and time.monotonic() - t < 30
