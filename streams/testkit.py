@@ -232,6 +232,12 @@ def free_port() -> int:
 def group_caught_up(bootstrap: str, namespace: str, shorts: Iterable[str] = (*INPUT_STEMS, "tickets")) -> bool:
     """True when the worker group has committed every input partition up to its end offset (every output of
     those records was delivered before the commit)."""
+    return not group_lag(bootstrap, namespace, shorts)
+
+
+def group_lag(bootstrap: str, namespace: str,
+              shorts: Iterable[str] = (*INPUT_STEMS, "tickets")) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (committed, end) for the input partitions the worker group has not committed to the end."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{namespace}.noc-worker", "enable.auto.commit": False})
     try:
         tps, ends = [], {}
@@ -242,9 +248,7 @@ def group_caught_up(bootstrap: str, namespace: str, shorts: Iterable[str] = (*IN
                 if high > low:
                     tps.append(TopicPartition(name, p))
                     ends[(name, p)] = high
-        for tp in c.committed(tps, timeout=TIMEOUT_S):
-            if tp.offset < ends[(tp.topic, tp.partition)]:
-                return False
-        return True
+        return {(tp.topic, tp.partition): (tp.offset, ends[(tp.topic, tp.partition)])
+                for tp in c.committed(tps, timeout=TIMEOUT_S) if tp.offset < ends[(tp.topic, tp.partition)]}
     finally:
         c.close()

@@ -32,6 +32,7 @@ from streams.testkit import (
     final_by_id,
     free_port,
     group_caught_up,
+    group_lag,
     read_topic,
     reference_outputs,
     wait_for,
@@ -109,7 +110,10 @@ def test_two_workers_one_killed_lose_nothing(kafka_bootstrap: str, namespace: st
         wait_for(lambda: keep.processed() > 0 and victim.processed() > 0, 90,
                  "both workers to own partitions and process records")
         victim.kill()
-        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 120, "the survivor to take over and catch up")
+        try:
+            wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 120, "the survivor to take over and catch up")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {group_lag(kafka_bootstrap, namespace)}\n{keep.log_tail()}") from exc
     finally:
         keep.stop()
         if victim.alive():
