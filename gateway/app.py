@@ -98,7 +98,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             configure=_configure, kwargs={"connect_timeout": 10})
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
-        app.state.verifier = TokenVerifier(pool)
+        app.state.verifier = TokenVerifier(pool, ttl_s=cfg.token_cache_s)
         loop = asyncio.get_running_loop()
         consumer = None
         tasks = [asyncio.create_task(_flush_latencies(app))]

@@ -26,6 +26,8 @@ class GatewayConfig:
     resume_max_events: int = 10_000  # most events a resume reads back from Kafka
     client_queue_max: int = 1_000  # events buffered per client before it is closed as too slow
     heartbeat_s: float = 15.0
+    token_cache_s: float = 30.0  # how long a token lookup is trusted (so revocation takes up to this long)
+    token_recheck_s: float = 30.0  # an open WebSocket is closed (4401) once its token is revoked or expired
     # WebSocket frames per second this process aims to stay under: each client sends at most one frame every
     # clients/budget seconds, coalescing the events that arrive meanwhile (1,000 clients -> one frame per 50 ms).
     ws_frame_budget: int = 20_000

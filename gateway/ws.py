@@ -11,8 +11,8 @@ Protocol (JSON text frames):
 - client → ``{"action": "ping"}`` → ``{"type": "pong"}``; server → ``{"type": "heartbeat"}`` when idle.
 
 Close codes: 1003 binary frame, 1007 invalid message, 1009 message too big, 4008 slow consumer (queue full),
-1011 server error. A handshake without a valid token is refused with HTTP 401, one without ``noc:view`` or from
-a foreign Origin with 403.
+4401 token revoked or expired (re-checked every ``token_recheck_s``), 1011 server error. A handshake without a
+valid token is refused with HTTP 401, one without ``noc:view`` or from a foreign Origin with 403.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections import deque
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -209,6 +211,17 @@ class Connection:
         c.wake()
 
 
+async def _watch_token(verifier: TokenVerifier, token: str | None, every_s: float) -> None:
+    """Returns when the connection's token stops being valid (revoked or expired), so the socket is closed."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            if await verifier.verify(token) is None:
+                return
+        except (psycopg.OperationalError, PoolTimeout, TimeoutError) as exc:
+            log.warning("token re-check skipped, database unavailable: %s", exc)  # keep serving meanwhile
+
+
 async def _deny(ws: WebSocket, status: int, message: str) -> None:
     WS_CLOSED.labels(str(status)).inc()
     body = orjson.dumps({"status": "error", "message": message})
@@ -241,9 +254,12 @@ async def dashboard_ws(ws: WebSocket) -> None:
               "max_message_bytes": cfg.max_ws_message_bytes})
     receiver = asyncio.create_task(conn.receive_loop())
     conn.sender = asyncio.create_task(conn.send_loop())
+    watch = asyncio.create_task(_watch_token(verifier, token, cfg.token_recheck_s))
     try:
-        await asyncio.wait({receiver, conn.sender}, return_when=asyncio.FIRST_COMPLETED)
-        if conn.client.overflowed:
+        await asyncio.wait({receiver, conn.sender, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if watch.done() and not watch.cancelled() and watch.exception() is None:
+            conn.close_code, conn.close_reason = 4401, "token revoked or expired"
+        elif conn.client.overflowed:
             conn.close_code, conn.close_reason = 4008, f"slow consumer: more than {cfg.client_queue_max} events queued"
         elif receiver.done() and not receiver.cancelled() and isinstance(receiver.exception(), ProtocolViolation):
             exc = receiver.exception()
@@ -259,10 +275,10 @@ async def dashboard_ws(ws: WebSocket) -> None:
         hub.detach(conn.client)
         app_state.connections.discard(conn)
         WS_CLIENTS.dec()
-        for task in (receiver, conn.sender):
+        for task in (receiver, conn.sender, watch):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError, RuntimeError):
-            await asyncio.gather(receiver, conn.sender, return_exceptions=True)
+            await asyncio.gather(receiver, conn.sender, watch, return_exceptions=True)
         if ws.application_state != WebSocketState.DISCONNECTED and ws.client_state != WebSocketState.DISCONNECTED:
             if conn.close_code != 1000:
                 WS_CLOSED.labels(str(conn.close_code)).inc()

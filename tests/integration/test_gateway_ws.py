@@ -264,3 +264,52 @@ def test_gateways_side_by_side_each_serve_their_clients_and_a_client_can_move(en
     with running_gateway(_cfg(env)) as a, running_gateway(_cfg(env)) as b:
         path = "/ws/noc/dashboard"
         run(main(a.replace("http://", "ws://") + path, b.replace("http://", "ws://") + path))
+
+
+def test_an_open_socket_is_closed_when_its_token_is_revoked(env: dict[str, Any]) -> None:
+    from gateway.tokens import revoke_token
+
+    token_id, token = create_token(env["dsn"], 1, ["noc:view"])
+
+    async def main(url: str) -> None:
+        async with _open(url, token) as ws:
+            await _subscribe(ws)
+            revoke_token(env["dsn"], token_id)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+    with running_gateway(_cfg(env, token_cache_s=0.1, token_recheck_s=0.2)) as url:
+        run(main(url.replace("http://", "ws://") + "/ws/noc/dashboard"))
+
+
+def test_undecodable_feed_records_are_dead_lettered_and_the_feed_goes_on(env: dict[str, Any], gw: str) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas import serde
+    from schemas.topics import topic
+
+    async def main() -> None:
+        async with _open(gw, env["t1"]) as ws:
+            await _subscribe(ws)
+            env["feed"].send_raw(b"1", b"\x00not avro")
+            env["feed"].send(_ev(1, 0))
+            assert [e["event_id"] for e in await _events(ws, 1)] == ["e-1-0"]
+    run(main())
+    name = topic("dead-letters", env["ns"])
+    consumer = Consumer({"bootstrap.servers": env["bootstrap"], "group.id": "dlq-" + env["ns"],
+                         "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in parts])
+        deadline = time.monotonic() + 15
+        found = None
+        while found is None and time.monotonic() < deadline:
+            for msg in consumer.consume(10, timeout=0.5):
+                if msg.error() is None:
+                    found = serde.decode(msg.value(), expected="dead_letter")
+        assert found is not None and found["component"] == "gateway" and found["reason"] == "MALFORMED"
+        assert found["value"] == b"\x00not avro" and found["source_topic"] == topic("events", env["ns"])
+    finally:
+        consumer.close()
