@@ -101,7 +101,11 @@
     };
     ws.onclose = (e) => {
       if (state.closedByUs || state.ws !== ws) return;
-      if (e.code === 1006 && state.retry > 3) { /* maybe the token was revoked: REST will tell */ }
+      if (e.code === 4401) {  // token revoked or expired: back to the sign-in form
+        sessionStorage.removeItem("noc-token"); state.token = null; setStatus("off", "signed out");
+        $("dashboard").hidden = true; $("signout").hidden = true; $("signin").hidden = false;
+        $("signin-error").textContent = e.reason || "token revoked"; return;
+      }
       const delay = Math.min(10000, 500 * 2 ** state.retry++);
       setStatus("retry", `reconnecting (${e.code}${e.reason ? ": " + e.reason : ""})`);
       setTimeout(() => { if (state.token && !state.closedByUs) connect(); }, delay);
