@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 from gateway.config import GatewayConfig
 
@@ -25,9 +27,18 @@ def serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
 
     cfg = _config(args)
-    uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level=args.log_level, ws_ping_interval=15,
-                ws_ping_timeout=20, ws_max_size=64 * 1024, ws_per_message_deflate=False, timeout_keep_alive=30,
-                access_log=args.access_log, ws=args.ws_impl)
+    common: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
+                              "ws_ping_interval": 15, "ws_ping_timeout": 20, "ws_max_size": 64 * 1024,
+                              "ws_per_message_deflate": False, "timeout_keep_alive": 30,
+                              "access_log": args.access_log, "ws": args.ws_impl}
+    if args.workers > 1:
+        # Worker processes build the app from the environment; each runs its own feed consumer (own group id)
+        # and serves the clients the kernel hands it, as separate gateways would.
+        os.environ.update({"NOC_PG_DSN": cfg.dsn, "NOC_BOOTSTRAP": cfg.bootstrap, "NOC_NAMESPACE": cfg.namespace,
+                           "NOC_GATEWAY_ORIGINS": ",".join(cfg.allowed_origins)})
+        uvicorn.run("gateway.app:create_app", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(create_app(cfg), **common)
     return 0
 
 
@@ -77,6 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--origin", action="append", default=None,
                    help="browser origin allowed on the WebSocket, repeatable (default NOC_GATEWAY_ORIGINS; "
                         "the gateway's own origin is always allowed)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the port; each is a full gateway with its own feed consumer")
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", action="store_true")
     p.add_argument("--ws-impl", default="auto", choices=("auto", "websockets-sansio", "websockets", "wsproto"),

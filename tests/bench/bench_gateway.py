@@ -43,10 +43,23 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def tree(pid: int) -> list[int]:
+    """The process and its children (``--workers`` runs the gateways as children of a supervisor)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except FileNotFoundError:
+        return []
+    return [pid, *(p for k in kids for p in tree(k))]
+
+
 def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in tree(pid):
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def send_buckets(http_url: str) -> dict[float, float]:
@@ -71,11 +84,13 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    total = 0.0
+    for p in tree(pid):
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
 
 
 # -- REST --------------------------------------------------------------------------------------------------------
@@ -310,6 +325,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1000, help="events/s in the fan-out run")
     ap.add_argument("--ws-seconds", type=float, default=10)
     ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="gateway processes (noc gateway --workers)")
     ap.add_argument("--skip-rest", action="store_true")
     ap.add_argument("--skip-ws", action="store_true")
     args = ap.parse_args()
@@ -327,7 +343,8 @@ def main() -> None:
         seed_rows(dsn)
         token = create_token(dsn, 1, ["noc:view"], label="bench")[1]
         proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "gateway", "--port", str(port), "--dsn", dsn,
-                                 "--bootstrap", s.bootstrap, "--namespace", ns, "--log-level", "warning"],
+                                 "--bootstrap", s.bootstrap, "--namespace", ns, "--log-level", "warning",
+                                 "--workers", str(args.workers)],
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
