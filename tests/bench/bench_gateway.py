@@ -76,6 +76,8 @@ def send_buckets(http_url: str) -> dict[float, float]:
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Upper bound (ms) of the bucket holding quantile ``q`` of the observations between two scrapes."""
     bounds = sorted(after)
+    if not bounds:
+        return float("nan")  # with --workers, the scrape may reach a worker that sent nothing
     total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
     for b in bounds:
         if total and after[b] - before.get(b, 0.0) >= q * total:
