@@ -72,7 +72,7 @@ class SchemaVersion:
 
 def _load(path: Path, stem: str, version: str) -> SchemaVersion:
     raw = json.loads(path.read_text())
-    parsed = fastavro.parse_schema(raw, _write_hint=False)
+    parsed = fastavro.parse_schema(raw)  # keeps fastavro's "parsed" marker: decode does not re-parse each time
     assert isinstance(parsed, dict)
     pcf = to_parsing_canonical_form(raw)
     return SchemaVersion(raw["namespace"] + "." + raw["name"], stem, version, parsed, crc64_avro(pcf.encode()))
