@@ -152,6 +152,7 @@ class Worker:
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
         self.app.agent(self.inputs, name="pipeline", concurrency=1)(self._pipeline_agent)
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
+        self._stale = True
         self.lock = asyncio.Lock()  # the agent and the tick timer share the pipeline's state
         self.app.timer(2.0)(self._report_lag)
         self.app.timer(1.0)(self._tick)
@@ -191,6 +192,7 @@ class Worker:
                                       round(m.timestamp * 1000)))
                 self.next_offset[TP(m.topic, m.partition)] = m.offset + 1
             async with self.lock:
+                self._busy_rebalancing()  # events only flow once recovery is done; this resets stale indexes
                 result = self.pipeline.process(self.store, batch, int(time.time() * 1000), self.settings.namespace,
                                                self._highwaters({inc.partition for inc in batch}))
                 await self._deliver(result)
@@ -215,8 +217,21 @@ class Worker:
                     out[(short, p)] = consumer.highwater(tp)
         return out
 
+    def _busy_rebalancing(self) -> bool:
+        """True while partitions move or tables recover: the table is then incomplete and must not be read."""
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]  # not on the TableManagerT stub
+        if self.app.rebalancing or recovery.in_recovery or not recovery.completed.is_set():
+            self._stale = True
+            return True
+        if self._stale:  # first use after a rebalance: rebuild the in-memory indexes from the recovered table
+            self.pipeline.forget_partitions()
+            self._stale = False
+        return False
+
     async def _tick(self) -> None:
         """Move partition clocks held by a sparse input that has since caught up (no new records needed)."""
+        if self._busy_rebalancing():
+            return
         partitions = {tp.partition for tp in self.app.consumer.assignment()
                       if tp.topic == topic("activity", self.settings.namespace)}
         if not partitions:

@@ -1,0 +1,164 @@
+"""Benchmark: the Faust worker end to end, beside the ceiling measured in the same run.
+
+1. Produce a simulated world (default 10,000 people) at full speed into a fresh namespace.
+2. Ceiling: a plain confluent-kafka consumer + Avro decode (schemas.serde) over the same input topics.
+3. Worker: ``noc worker`` as a subprocess over that backlog; events/s from its first processed record until
+   the group has committed every input (every window/incident/score of those records delivered before).
+   Peak RSS (VmHWM) of the worker with the state of all those people.
+4. Latency: a second namespace produced at a fixed rate with wall-clock Kafka timestamps; event->incident
+   latency = Kafka timestamp of an incident revision minus that of the alert/finding that triggered it.
+   Includes the by-design hold-back: a record waits until its partition's activity is ``grace`` (2 min of
+   event time) past it; at a fixed rate the simulator compresses event time, so this is a few seconds here
+   but is the grace itself at real-time rates.
+
+    python tests/bench/bench_worker.py [--people 10000] [--span-min 120] [--rate 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from infra.config import settings
+from infra.topics_admin import apply_topics, delete_namespace
+from schemas import serde
+from schemas.topics import BY_SHORT, topic
+from simulator.config import MINUTE_MS, SimConfig
+from simulator.produce import simulate
+from streams.core.pipeline import INPUT_STEMS
+from streams.testkit import WorkerProcess, decoded, free_port, group_caught_up, read_topic, wait_for
+
+INPUTS = (*INPUT_STEMS, "tickets")
+
+
+def ceiling(bootstrap: str, ns: str) -> tuple[int, float]:
+    """Plain consume + decode of every input record; (records, seconds)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{ns}.ceiling", "enable.auto.commit": False,
+                  "fetch.max.bytes": 52_428_800})
+    ends: dict[tuple[str, int], int] = {}
+    tps = []
+    for short in INPUTS:
+        for p in range(BY_SHORT[short].partitions):
+            tp = TopicPartition(topic(short, ns), p)
+            low, high = c.get_watermark_offsets(tp, timeout=30)
+            if high > low:
+                ends[(tp.topic, p)] = high
+                tps.append(TopicPartition(tp.topic, p, OFFSET_BEGINNING))
+    store = serde.store()
+    n = 0
+    c.assign(tps)
+    t0 = time.perf_counter()
+    while ends:
+        for m in c.consume(10_000, timeout=1.0):
+            if m.error() is not None:
+                continue
+            try:
+                store.decode(m.value())
+            except serde.DecodeError:
+                pass
+            n += 1
+            key = (str(m.topic()), m.partition() or 0)
+            off = m.offset()
+            if key in ends and off is not None and off + 1 >= ends[key]:
+                del ends[key]
+    dt = time.perf_counter() - t0
+    c.close()
+    return n, dt
+
+
+def _rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def throughput(bootstrap: str, ns: str, total: int, work: Path) -> tuple[float, float, float]:
+    """(events/s, seconds from first record to all committed, peak RSS MB) of one worker over the backlog."""
+    w = WorkerProcess(ns, bootstrap, work / "faust", free_port(), work / "worker.log").start()
+    try:
+        wait_for(lambda: w.processed() > 0, 120, "the worker to start processing", every_s=0.05)
+        t0 = time.perf_counter()
+        wait_for(lambda: group_caught_up(bootstrap, ns), 1800, "the worker to catch up", every_s=0.2)
+        dt = time.perf_counter() - t0
+        assert w.proc is not None
+        rss = _rss_peak_mb(w.proc.pid)
+    finally:
+        w.stop()
+    return total / dt, dt, rss
+
+
+def latency(bootstrap: str, rate: float, people_cfg: SimConfig, work: Path) -> tuple[int, float, float]:
+    """(incidents measured, p50 ms, p99 ms) at a fixed produce rate, worker running live."""
+    ns = "bl" + uuid.uuid4().hex[:8]
+    apply_topics(bootstrap, ns)
+    w = WorkerProcess(ns, bootstrap, work / "faust-lat", free_port(), work / "worker-lat.log").start()
+    try:
+        # partitions assigned and recovered, so the first records do not measure the start-up
+        wait_for(lambda: "Worker ready" in w.log_tail(400), 60, "the latency worker to own its partitions")
+        rep = simulate(people_cfg, bootstrap, ns, rate=rate, timestamps="now", progress=None)
+        assert rep.ok, rep.errors
+        wait_for(lambda: group_caught_up(bootstrap, ns), 600, "the latency worker to catch up")
+    finally:
+        w.stop()
+    sent: dict[str, int] = {}
+    for short in ("alerts", "audit-findings"):
+        for r in read_topic(bootstrap, ns, short):
+            sent[serde.decode(r.value)["event_id"]] = r.timestamp
+    lat: list[float] = []
+    for r, inc in zip(read_topic(bootstrap, ns, "incidents"), decoded(read_topic(bootstrap, ns, "incidents")),
+                      strict=True):
+        last = inc["related_event_ids"][-1]
+        if last in sent:
+            lat.append(r.timestamp - sent[last])
+    delete_namespace(bootstrap, ns)
+    lat.sort()
+    if not lat:
+        return 0, float("nan"), float("nan")
+    return len(lat), statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--people", type=int, default=10_000)
+    ap.add_argument("--span-min", type=int, default=120)
+    ap.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
+    ap.add_argument("--keep", action="store_true", help="keep the namespace")
+    args = ap.parse_args()
+    bootstrap = settings().bootstrap
+    guards = 20
+    sites = max(1, args.people // guards // 2)
+    cfg = SimConfig(seed=7, tenants=2, sites_per_tenant=sites, guards_per_site=guards, span=args.span_min * MINUTE_MS)
+    ns = "bw" + uuid.uuid4().hex[:8]
+    apply_topics(bootstrap, ns)
+    try:
+        t0 = time.perf_counter()
+        rep = simulate(cfg, bootstrap, ns, progress=None)
+        assert rep.ok, rep.errors
+        total = sum(n for t, n in rep.produced.items() if t in INPUTS)
+        print(f"world: {cfg.tenants * sites * guards} people, {args.span_min} min; produced {rep.total} records "
+              f"({total} inputs) in {time.perf_counter() - t0:.1f} s ({rep.rate:,.0f}/s)")
+        n, dt = ceiling(bootstrap, ns)
+        ceil = n / dt
+        print(f"ceiling  confluent-kafka consume + Avro decode: {n} records in {dt:.2f} s = {ceil:,.0f} events/s")
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp))
+            print(f"worker   Faust, 1 process, end to end:         {total} records in {wdt:.2f} s = {rate:,.0f} "
+                  f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB")
+            lat_cfg = SimConfig(seed=8, tenants=1, sites_per_tenant=30, guards_per_site=4, span=24 * 60 * MINUTE_MS)
+            k, p50, p99 = latency(bootstrap, args.rate, lat_cfg, Path(tmp))
+            print(f"latency  at {args.rate:,.0f} events/s: event->incident p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
+                  f"({k} incident revisions triggered by an alert or finding)")
+    finally:
+        if not args.keep:
+            delete_namespace(bootstrap, ns)
+
+
+if __name__ == "__main__":
+    main()
