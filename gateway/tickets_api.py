@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import psycopg
 from confluent_kafka import KafkaException
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -96,7 +97,7 @@ async def _change_state(request: Request) -> Response:
         return api.error_response(exc.status, exc.message)
     except TimeoutError:
         return api.error_response(503, "ticket change timed out")
-    except psycopg.OperationalError:
+    except (psycopg.OperationalError, PoolTimeout):
         return api.error_response(503, "database unavailable")
     except KafkaException as exc:  # the change is committed; its feed event is republished by a retry
         return api.error_response(503, f"ticket changed but its feed event was not delivered: {exc}")

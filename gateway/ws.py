@@ -239,7 +239,11 @@ async def dashboard_ws(ws: WebSocket) -> None:
         return
     offered = auth.offered_subprotocols(ws.headers)
     token = auth.bearer_from_headers(ws.headers) or auth.bearer_from_subprotocols(offered)
-    principal = await verifier.verify(token)
+    try:
+        principal = await verifier.verify(token)
+    except (psycopg.OperationalError, PoolTimeout, TimeoutError):
+        await _deny(ws, 503, "database unavailable")
+        return
     if principal is None:
         await _deny(ws, 401, "missing or invalid bearer token")
         return
