@@ -67,6 +67,18 @@ def test_dashboard_shows_a_fraud_event_live(pg_schema: tuple[str, str], namespac
             cell = driver.find_element(By.CSS_SELECTOR, '.cell[data-site="s-live"]')
             assert cell.get_attribute("data-high") == "1"
             assert not driver.find_elements(By.CSS_SELECTOR, 'li[data-event-id="fraud-other-tenant"]')
+            # Incidents and tickets update live too.
+            feed.send(noc_event("incident_created", "inc-live-evt", 1,
+                                {"incident_id": "inc-live", "status": "OPEN", "combined_severity": "CRITICAL",
+                                 "title": "Live incident at s-live", "site_id": "s-live",
+                                 "last_seen": int(time.time() * 1000)}, site_id="s-live"))
+            feed.send(noc_event("ticket_updated", "tk-live-evt", 1,
+                                {"ticket_id": "tk-live", "ticket_no": "NOC-2026-000777", "status": "NEW",
+                                 "priority": "URGENT", "title": "Live fraud ticket", "version": 1}))
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#incidents tr[data-id="inc-live"]')))
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#tickets tr[data-id="tk-live"]')))
+            first_ticket = driver.find_element(By.CSS_SELECTOR, "#tickets tr")
+            assert first_ticket.get_attribute("data-id") == "tk-live"  # urgent first
             SHOTS.mkdir(parents=True, exist_ok=True)
             assert driver.save_screenshot(str(SHOTS / "dashboard.png"))
             assert seen_after < 10
