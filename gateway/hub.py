@@ -198,8 +198,11 @@ class Hub:
         keep = [e for e in replay
                 if e.tenant_id == client.tenant_id and client.filters.match(e) and (e.partition, e.offset) not in queued
                 and (after is None or e.partition != after[0] or e.offset > after[1])]
-        keep.sort(key=lambda e: (e.partition, e.offset))
-        client.queue.extendleft(reversed(keep))
+        # The read-back may reach past live events already queued (the live consumer can lag behind the high
+        # watermark), so merge the two by offset rather than just putting the read-back first.
+        merged = sorted([*keep, *client.queue], key=lambda e: (e.partition, e.offset))
+        client.queue.clear()
+        client.queue.extend(merged)
         for e in keep:
             client.last_offset[e.partition] = max(client.last_offset.get(e.partition, -1), e.offset)
         client.paused = False

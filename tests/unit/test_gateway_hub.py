@@ -105,3 +105,15 @@ def test_resume_cannot_reach_another_tenants_events() -> None:
     assert hub.attach(c, "e0") == ("miss", 0)  # tenant 2's id is not in tenant 1's ring
     assert Hub.complete_resume(c, [ev(1, tenant=2), ev(3, tenant=1)], (0, 0)) == 1
     assert ids(c) == ["e3"]
+
+
+def test_kafka_resume_keeps_offset_order_when_the_read_back_overtakes_live() -> None:
+    hub = Hub(5)
+    c = Client(1, 10, paused=True)
+    c.last_offset[0] = 4
+    hub.attach(c, "gone")
+    hub.publish([ev(7)])  # the live consumer is at 7 while the read-back reached 9
+    assert Hub.complete_resume(c, [ev(n) for n in range(5, 10)], (0, 4)) == 4
+    assert ids(c) == ["e5", "e6", "e7", "e8", "e9"]
+    hub.publish([ev(8), ev(9), ev(10)])  # arriving live later: only the new one is queued
+    assert ids(c) == ["e5", "e6", "e7", "e8", "e9", "e10"]
