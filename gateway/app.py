@@ -141,7 +141,10 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         return Response(orjson.dumps(openapi_document()), media_type="application/json")
 
     async def index(_: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        # The page holds a bearer token: no inline script, no third-party origin, no framing.
+        return FileResponse(STATIC / "index.html", headers={
+            "content-security-policy": "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+            "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
