@@ -95,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = msub.add_parser("list", help="list registered models")
     ls.add_argument("--tenant", type=int, default=None, help="only this tenant's models")
     ls.add_argument("--global", dest="global_only", action="store_true", help="only global models")
+    ls.add_argument("--json", action="store_true", help="one JSON array (for scripts), not the table")
     _common(ls)
     ls.set_defaults(func=_services(_list))
     act = msub.add_parser("activate", help="make VERSION its tenant's active model and notify the workers")
@@ -170,6 +171,16 @@ def _list(args: argparse.Namespace) -> int:
         rows = reg.list(args.tenant, all_tenants=False)
     else:
         rows = reg.list()
+    if args.json:
+        import json
+
+        print(json.dumps([{**{k: getattr(r, k) for k in ("version", "tenant_id", "algorithm", "is_active",
+                                                          "metrics", "feature_hash", "artifact_path",
+                                                          "artifact_sha256")},
+                           "trained_at": r.trained_at.isoformat(),
+                           "activated_at": r.activated_at.isoformat() if r.activated_at else None} for r in rows],
+                         indent=1))
+        return 0
     print(f"{'':1} {'version':32} {'tenant':>6} {'algorithm':9} {'PR-AUC':>7} {'P@80R':>7} {'ROC-AUC':>7} "
           f"{'train':>7} {'trained at (UTC)':20}")
     for r in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -61,12 +62,12 @@ def _models(tenant: int, tmp_path: Path, n: int) -> list[tuple[Any, Path, str]]:
     return out
 
 
-def _model_events(bootstrap: str, namespace: str) -> list[tuple[bytes, dict[str, Any]]]:
+def _model_events(bootstrap: str, namespace: str) -> list[tuple[bytes | None, dict[str, Any]]]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
     name = topic("model-events", namespace)
     _, high = c.get_watermark_offsets(TopicPartition(name, 0), timeout=10)
     c.assign([TopicPartition(name, 0, 0)])
-    out = []
+    out: list[tuple[bytes | None, dict[str, Any]]] = []
     while len(out) < high:
         msg = c.poll(10)
         assert msg is not None, f"only {len(out)} of {high} model events arrived"
@@ -121,14 +122,14 @@ def _produce(bootstrap: str, namespace: str, records: list[tuple[str, dict[str, 
             key = f"{rec['tenant_id']}:{rec['shift_id']}".encode()
         else:
             key = person_key(rec["tenant_id"], rec.get("person_id"), rec.get("site_id"))
-        t = rec.get("occurred_at", rec.get("updated_at"))
+        t = int(rec["occurred_at"] if "occurred_at" in rec else rec["updated_at"])
         p.produce(topic(short, namespace), key=key, value=encode(stem, rec), timestamp=t)
         p.poll(0)
     assert p.flush(30) == 0
 
 
 def test_train_from_kafka_replay_then_auto_activate(dsn: str, kafka_bootstrap: str, namespace: str, tenant: int,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = recent(world(days=24, people=18, fraud_rate=0.1, seed=3, tenant=tenant))
     other = recent(world(days=2, people=3, fraud_rate=0.5, seed=4, tenant=tenant + 1))  # another tenant: filtered out
     _produce(kafka_bootstrap, namespace, records + other)
@@ -145,6 +146,10 @@ def test_train_from_kafka_replay_then_auto_activate(dsn: str, kafka_bootstrap: s
     active = reg.active(tenant)
     assert active is not None and active.version == first.row.version and active.metrics["pr_auc"] > 0.8
     assert Path(active.artifact_path).is_file()
+    assert noc(["model", "list", "--tenant", str(tenant), "--json", "--dsn", dsn]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(m["version"], m["is_active"]) for m in listed] == [(first.row.version, True)]
+    assert listed[0]["metrics"]["train_size"] == first.result.train_size
     # the same data again trains the same model: it does not beat the active one, so it stays registered only
     second = run_training(job)
     assert second.row is not None and not second.activated
