@@ -319,6 +319,28 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
             "send_p50": bucket_quantile(hist0, hist1, .5), "send_p99": bucket_quantile(hist0, hist1, .99)}
 
 
+def hub_cost(clients: int, events: int = 200) -> None:
+    """CPU of the in-process fan-out alone (no sockets): what each (event, client) delivery costs the loop."""
+    from gateway.hub import Client, FeedEvent, Hub
+
+    hub = Hub(2000)
+    group = [Client(1, 10**9, paused=False) for _ in range(clients)]
+    for c in group:
+        hub.attach(c, None)
+    evs = [FeedEvent(1, f"e{i}", "alert_created", "s", None, 0, i, 0, b'{"type":"alert_created","n":1}')
+           for i in range(events)]
+    t = time.perf_counter()
+    hub.publish(evs)
+    publish = (time.perf_counter() - t) / (events * clients) * 1e6
+    t = time.perf_counter()
+    for c in group:
+        batch = c.take(200)
+        b'{"type":"events","events":[' + b",".join(e.data for e in batch) + b"]}"
+    frame = (time.perf_counter() - t) / (events * clients) * 1e6
+    print(f"\nin-process fan-out, {clients} clients x {events} events: publish {publish:.2f} us + frame build "
+          f"{frame:.2f} us per delivery (socket writes not included)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=int, default=500)
@@ -363,6 +385,7 @@ def main() -> None:
         if not args.skip_rest:
             rest_bench(url, token, args.rate, args.seconds)
         if not args.skip_ws:
+            hub_cost(args.clients)
             feed = FeedProducer(s.bootstrap, ns)
             ws_url = url.replace("http://", "ws://") + "/ws/noc/dashboard"
             print(f"\nWebSocket fan-out, {args.events} events/s for {args.ws_seconds:.0f} s "
