@@ -188,11 +188,16 @@ class References:
 
 
 class _Session:
-    """Reads through to the store once per key, buffers writes, flushes them (offset marker last)."""
+    """Reads through to the store once per key, buffers writes, flushes them (offset marker last).
 
-    def __init__(self, store: Store, partition: int) -> None:
+    Component states (``ps``, ``dev``, ``win``, ``corr``, ``esc``) stay decoded between batches in ``objs``
+    (the partition's write-back cache, owned by the pipeline); they are serialised (``to_dict``) only when
+    flushed, once per dirty key per batch."""
+
+    def __init__(self, store: Store, partition: int, objs: dict[str, Any]) -> None:
         self.store = store
         self.p = partition
+        self.objs = objs
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
         self.absent: set[str] = set()  # keys the store did not have: deleting them again writes nothing
@@ -204,16 +209,33 @@ class _Session:
                 self.absent.add(key)
         return self.cache[key]
 
+    def obj(self, key: str, load: Callable[[Any], Any]) -> Any:
+        o = self.objs.get(key)
+        if o is None:
+            o = self.objs[key] = load(self.store.get(key))
+        return o
+
     def put(self, key: str, value: Any) -> None:
         self.cache[key] = value
         self.dirty.add(key)
 
+    def mark(self, key: str) -> None:
+        """The cached object of ``key`` changed."""
+        self.cache.pop(key, None)
+        self.dirty.add(key)
+
     def delete(self, key: str) -> None:
+        self.objs.pop(key, None)
+        if key not in self.cache:
+            self.get(key)
         self.cache[key] = None
         self.dirty.add(key)
 
     def flush(self, marker_key: str) -> None:
         for key in sorted(self.dirty - {marker_key}):
+            if key in self.objs:
+                self.store.put(self.p, key, self.objs[key].to_dict())
+                continue
             value = self.cache[key]
             if value is None:
                 if key not in self.absent:
@@ -253,6 +275,7 @@ class Pipeline:
         self.correlator = Correlator(self.config.correlation)
         self.escalator = Escalator(self.config.escalation)
         self._index: dict[int, _Index] = {}
+        self._objs: dict[int, dict[str, Any]] = {}  # per partition: decoded component states
 
     # -- partition lifecycle ---------------------------------------------------------------------
 
@@ -260,8 +283,10 @@ class Pipeline:
         """Drop in-memory indexes (after a rebalance); they are rebuilt from the store on next use."""
         if partitions is None:
             self._index.clear()
+            self._objs.clear()
         for p in partitions or ():
             self._index.pop(p, None)
+            self._objs.pop(p, None)
 
     def _idx(self, store: Store, p: int) -> _Index:
         idx = self._index.get(p)
@@ -296,7 +321,7 @@ class Pipeline:
         for inc in batch:
             by_partition.setdefault(inc.partition, []).append(inc)
         for p in sorted(by_partition):
-            session = _Session(store, p)
+            session = _Session(store, p, self._objs.setdefault(p, {}))
             idx = self._idx(store, p)
             for inc in by_partition[p]:
                 self._one(session, idx, inc, now_ms, namespace, result)
@@ -311,7 +336,7 @@ class Pipeline:
         for p in sorted(partitions):
             if store.get(f"{p}|wm") is None:
                 continue
-            session = _Session(store, p)
+            session = _Session(store, p, self._objs.setdefault(p, {}))
             self._advance(session, self._idx(store, p), p, highwater, result)
             result.sessions.append(session)
         return result
@@ -429,13 +454,13 @@ class Pipeline:
                 continue  # superseded
             del idx.due[key]
             if key.startswith(f"{p}|win|"):
-                pw = PersonWindows.from_dict(s.get(key), self.config.windows)
+                pw = s.obj(key, self._load_windows)
                 # watermark = window end + grace: closes exactly the windows that ended by ``due``
                 for out in pw.advance(due + self.config.windows.grace_ms):
                     self._window_out(s, idx, p, out, res)
                 self._store_win(s, idx, key, pw)
             else:
-                cst = CorrelationState.from_dict(s.get(key))
+                cst = s.obj(key, CorrelationState.from_dict)
                 for out in self.correlator.on_watermark(cst, due):
                     res.outs.append(out)
                     res.outs.extend(feed_events(out.stem, out.record))
@@ -456,14 +481,21 @@ class Pipeline:
 
     # -- components --------------------------------------------------------------------------------------
 
-    def _windows(self, s: _Session, wkey: str, rec: Record) -> PersonWindows:
-        d = s.get(wkey)
-        if d is None:
-            return PersonWindows.new(int(rec["tenant_id"]), rec["person_id"], self.config.windows)
+    def _load_windows(self, d: Any) -> PersonWindows:
+        assert d is not None, "a window timer without window state"
         return PersonWindows.from_dict(d, self.config.windows)
 
+    def _windows(self, s: _Session, wkey: str, rec: Record) -> PersonWindows:
+        def load(d: Any) -> PersonWindows:
+            if d is None:
+                return PersonWindows.new(int(rec["tenant_id"]), rec["person_id"], self.config.windows)
+            return PersonWindows.from_dict(d, self.config.windows)
+
+        pw: PersonWindows = s.obj(wkey, load)
+        return pw
+
     def _store_win(self, s: _Session, idx: _Index, wkey: str, pw: PersonWindows) -> None:
-        s.put(wkey, pw.to_dict())
+        s.mark(wkey)
         self._set_timer(idx, wkey, self._win_due(pw))
 
     def _window_out(self, s: _Session, idx: _Index, p: int, out: Out, res: Result) -> None:
@@ -483,9 +515,9 @@ class Pipeline:
         if observed.status != "COUNTED":
             return  # DUPLICATE (or not this person's): already in the feature state too
         pkey = f"{p}|ps|{rec['tenant_id']}:{rec['person_id']}"
-        ps = PersonState.from_dict(s.get(pkey))
+        ps = s.obj(pkey, PersonState.from_dict)
         observe_activity(ps, rec)
-        s.put(pkey, ps.to_dict())
+        s.mark(pkey)
 
     def _attendance(self, s: _Session, idx: _Index, p: int, t: int, att: Record, res: Result) -> None:
         tenant = int(att["tenant_id"])
@@ -498,12 +530,12 @@ class Pipeline:
         t0 = self.timer() if self.timer else 0.0
         pkey = f"{p}|ps|{tenant}:{att['person_id']}"
         dkey = f"{p}|dev|{tenant}:{att['device_id']}"
-        ps, ds = PersonState.from_dict(s.get(pkey)), DeviceState.from_dict(s.get(dkey))
+        ps, ds = s.obj(pkey, PersonState.from_dict), s.obj(dkey, DeviceState.from_dict)
         shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else None
         vec = build_features(att, ps, ds, site, self.refs.people.get((tenant, att["person_id"])), shift)
         observe_attendance(ps, ds, att)
-        s.put(pkey, ps.to_dict())
-        s.put(dkey, ds.to_dict())
+        s.mark(pkey)
+        s.mark(dkey)
         score = score_records(self.models, [(att, vec)])[0]
         if self.timer:
             res.score_seconds += self.timer() - t0
@@ -518,17 +550,17 @@ class Pipeline:
         """Escalation and correlation of one released record (alert, finding, anomaly or fraud score)."""
         key = person_key(int(record["tenant_id"]), record.get("person_id"), record.get("site_id")).decode()
         ekey = f"{p}|esc|{key}"
-        est = EscalationState.from_dict(s.get(ekey))
+        est = s.obj(ekey, EscalationState.from_dict)
         escalated = self.escalator.on_record(est, stem, record)
         if escalated:
-            s.put(ekey, est.to_dict())
+            s.mark(ekey)
             for out in escalated:
                 res.outs.append(out)
                 res.outs.extend(feed_events(out.stem, out.record))
                 if out.topic == "ticket-commands" and out.record.get("category") == "SECURITY_FRAUD":
                     res.fraud_tickets += 1
         ckey = f"{p}|corr|{key}"
-        cst = CorrelationState.from_dict(s.get(ckey))
+        cst = s.obj(ckey, CorrelationState.from_dict)
         incidents = self.correlator.on_record(cst, stem, record)
         if incidents:
             self._store_corr(s, idx, ckey, cst)
@@ -541,7 +573,7 @@ class Pipeline:
             s.delete(ckey)
             self._set_timer(idx, ckey, None)
             return
-        s.put(ckey, cst.to_dict())
+        s.mark(ckey)
         self._set_timer(idx, ckey, cst.next_deadline(self.config.correlation))
 
     # -- reference data ------------------------------------------------------------------------------
