@@ -30,7 +30,7 @@ class GatewayConfig:
     token_recheck_s: float = 30.0  # an open WebSocket is closed (4401) once its token is revoked or expired
     # WebSocket frames per second this process aims to stay under: each client sends at most one frame every
     # clients/budget seconds, coalescing the events that arrive meanwhile (1,000 clients -> one frame per 50 ms).
-    ws_frame_budget: int = 20_000
+    ws_frame_budget: int = field(default_factory=lambda: int(os.environ.get("NOC_GATEWAY_FRAME_BUDGET") or 20_000))
     max_ws_message_bytes: int = 4_096
     db_timeout_s: float = 5.0
     pool_min: int = 1
