@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,17 +64,65 @@ class WorkerSettings:
         return f"{self.namespace}.noc-worker"
 
 
+class Sink:
+    """One confluent-kafka (librdkafka) producer for outputs and state changelog writes.
+
+    Faust's own producer path (aiokafka, one awaited future per record) cost about a millisecond per output
+    here; librdkafka batches in C. ``deliver()`` blocks until everything queued is acknowledged (a few ms per
+    batch), which is what the at-least-once ordering needs: outputs acknowledged before the state is written,
+    the state acknowledged before the batch is acked to Faust."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+        from confluent_kafka import Producer
+
+        self.timeout_s = timeout_s
+        self.errors: list[str] = []
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "client.id": "noc-worker",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(timeout_s * 1000),
+            "socket.timeout.ms": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+        })
+
+    def _failed(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err}")
+
+    def send(self, name: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        while True:
+            try:
+                if partition is None:
+                    self.producer.produce(name, value, key, on_delivery=self._failed)
+                else:
+                    self.producer.produce(name, value, key, partition=partition, on_delivery=self._failed)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def deliver(self) -> None:
+        left = self.producer.flush(self.timeout_s)
+        if left or self.errors:
+            errors, self.errors = self.errors, []
+            raise RuntimeError(f"could not deliver {left} records: {errors[:5]}")  # crash: redelivery redoes it
+
+
 class TableStore:
     """The pipeline's :class:`Store` over a Faust table with raw bytes keys and orjson values.
 
-    Writes go to the in-memory store and to the changelog partition the pipeline names (the state of
-    input partition ``p`` is in changelog partition ``p``); their delivery futures are kept so the edge
-    can await them before acking the batch.
+    Writes go to the table's in-memory store and straight to its changelog topic, partition named by the
+    pipeline (the state of input partition ``p`` lives in changelog partition ``p``), through the
+    :class:`Sink`. Faust restores the table from that changelog as usual (raw key, raw value).
     """
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, sink: Sink, changelog: str) -> None:
         self.table = table
-        self.pending: list[Any] = []
+        self.sink = sink
+        self.changelog = changelog
 
     @property
     def data(self) -> Any:
@@ -86,20 +135,15 @@ class TableStore:
     def put(self, partition: int, key: str, value: Any) -> None:
         k, v = key.encode(), orjson.dumps(value)
         self.data[k] = v
-        self.pending.append(self.table.send_changelog(partition, k, v))
+        self.sink.send(self.changelog, k, v, partition)
 
     def delete(self, partition: int, key: str) -> None:
         k = key.encode()
         self.data.pop(k, None)
-        self.pending.append(self.table.send_changelog(partition, k, None, value_serializer="raw"))
+        self.sink.send(self.changelog, k, None, partition)
 
     def keys(self) -> Iterable[str]:
         return [k.decode() for k in list(self.data.keys())]
-
-    async def drain(self) -> None:
-        if self.pending:
-            futs, self.pending = self.pending, []
-            await asyncio.gather(*futs)
 
 
 class Worker:
@@ -143,11 +187,11 @@ class Worker:
         self.inputs = self.app.topic(*(topic(short, s.namespace) for short in INPUT_STEMS),
                                      key_type=bytes, value_type=bytes)
         self.tickets = self.app.topic(topic("tickets", s.namespace), key_serializer="raw", value_serializer="raw")
-        self.outputs = {short: self.app.topic(topic(short, s.namespace), key_serializer="raw",
-                                              value_serializer="raw") for short in OUTPUT_TOPICS}
         self.table = self.app.Table("state", default=None, partitions=BY_SHORT["attendance"].partitions,
                                     key_type=bytes, value_type=bytes)
-        self.store = TableStore(self.table)
+        self.sink = Sink(s.bootstrap)
+        self.out_names = {short: topic(short, s.namespace) for short in OUTPUT_TOPICS}
+        self.store = TableStore(self.table, self.sink, self.table.changelog_topic.get_topic_name())
         self.next_offset: dict[TP, int] = {}
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
         self.app.agent(self.inputs, name="pipeline", concurrency=1)(self._pipeline_agent)
@@ -202,7 +246,7 @@ class Worker:
         """Outputs first (awaited), then the state (offset marker last, awaited); the caller acks after."""
         await self._produce(result.outs)
         result.commit()
-        await self.store.drain()
+        self.sink.deliver()
 
     def _highwaters(self, partitions: set[int]) -> dict[tuple[str, int], int | None]:
         """End offsets the consumer knows for the sparse inputs of these partitions (None: not fetched yet)."""
@@ -261,13 +305,16 @@ class Worker:
             await self._produce(outs)
 
     async def _produce(self, outs: list[Out]) -> None:
-        futs = []
+        """Encode and send; wait until all are acknowledged."""
+        encode, send, names = self.schemas.encode, self.sink.send, self.out_names
+        counts: Counter[str] = Counter()
         for out in outs:
-            value = self.schemas.encode(out.stem, out.record)
-            futs.append(await self.outputs[out.topic].send(key=out.key, value=value))
-            self.metrics.outputs.labels(out.topic).inc()
-        if futs:
-            await asyncio.gather(*futs)
+            send(names[out.topic], out.key, encode(out.stem, out.record))
+            counts[out.topic] += 1
+        if outs:
+            self.sink.deliver()
+        for short, n in counts.items():
+            self.metrics.outputs.labels(short).inc(n)
 
     def _count(self, r: Result, seconds: float) -> None:
         m = self.metrics
