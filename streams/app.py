@@ -52,8 +52,8 @@ class WorkerSettings:
     bootstrap: str
     namespace: str
     metrics_port: int = 0  # 0: no HTTP endpoint
-    batch_size: int = 2000
-    batch_within_s: float = 0.05
+    batch_size: int = 10_000
+    batch_within_s: float = 0.2
     data_dir: Path = Path(".cache/faust")
     component: str = "noc-worker"
     log_level: str = "info"
