@@ -8,28 +8,33 @@ Per partition ``p`` of the co-partitioned person-keyed inputs (attendance, activ
 audit-findings), state lives under keys ``"<p>|<kind>|<id>"`` so it can be written to changelog
 partition ``p`` and rebuilt per partition:
 
-* ``<p>|wm``: per-topic watermarks (max event time seen on that topic's partition ``p``), the last
-  processed offset per topic (the *offset marker*), and the clock.
+* ``<p>|wm``: per-topic watermarks (max event time seen on that topic partition), the last processed
+  offset per topic (the *offset marker*) and the partition clock.
+* ``<p>|pend|<t>|<rank>|<id>``: records waiting for the clock (all four inputs).
+* ``<p>|win|<person>``: telemetry windows (``streams.core.windows.PersonWindows``).
 * ``<p>|ps|<person>`` / ``<p>|dev|<device>``: fraud feature state (``models.features``). Device state is
-  partition-local: punches of two people on one device are only seen together when the two people share
-  a partition (a documented gap; ``device_registered`` from ref.people still flags foreign devices).
-* ``<p>|pend|<t>|<rank>|<id>``: non-activity records waiting for the clock.
-* ``<p>|corr|<key>``, ``<p>|esc|<key>``, ``<p>|win|<key>``: correlation, escalation, window state.
+  partition-local: punches of two people on one device are only seen together when both people hash to
+  the same partition (a known gap; ``device_registered`` from ref.people still flags a foreign device).
+* ``<p>|corr|<key>``, ``<p>|esc|<key>``: correlation and escalation state.
 
-**Clock and determinism.** The clock of partition ``p`` is the activity watermark of ``p`` minus the
-grace. Activity (the dense stream windows belong to) is applied on arrival; attendance, alerts and findings
-are held in ``pend`` until the clock passes their event time and then released in
-``(event time, topic rank, id)`` order, merged with the anomalies that closing windows produce at the same
-clock step. So results depend on the order *within* each topic partition (fixed by Kafka) and on event
-times, not on how Faust interleaves topics — provided a held-back record arrives before the activity clock
-passes it (true when replaying a backlog: the sparse topics are fetched ahead of activity; live, it holds
-up to the grace). A record later than ``grace`` behind the watermark of its *own* topic partition is LATE
-(dead-lettered), which also depends on that partition alone.
+**Event-time sweep (determinism).** A record is LATE (dead-lettered) when it is more than ``grace`` behind
+the watermark of its *own* topic partition — a property of that partition's order alone. Every other record
+is held in ``pend`` and released when the partition clock passes it, in ``(event time, rank, id)`` order.
+Before each released record, the window and incident timers due before its time fire, each at its own time
+(a window closes at its end, an incident at its close time), so the result does not depend on where one
+release step ends. The clock is ``activity watermark - grace - 1`` and is further held at
+``watermark - grace - 1`` of any sparse input (attendance, alerts, findings) that still has unread records in
+Kafka (the edge passes the end offsets it knows). Therefore, for input already in Kafka (a replay or a
+backlog), no record can arrive behind the clock, and windows, anomalies, incidents, fraud scores and ticket
+commands are the same whatever the topic interleaving, batching, crash or rebalance. Live, a sparse topic
+that is idle (caught up) does not hold the clock; a record that then arrives behind the clock is processed
+at once (counted as ``out_of_order``) — deterministic only while arrival skew stays under the grace.
+A partition without activity has no clock: its held records wait for activity (stated, not hidden).
 
 **Redelivery.** After a crash Kafka redelivers from the committed offset. The offset marker in ``<p>|wm``
-is written last in each flush; records at or below it are skipped (their effects are already in the
-restored state), so state is not double-applied. Outputs of records above it are re-emitted with the same
-ids (every id is derived from the input), which downstream upserts absorb.
+is written last in each flush (after the outputs were acknowledged); records at or below it are skipped
+(their effects are in the restored state), so state is not double-applied. Outputs of records above it are
+re-emitted with the same ids (every id is derived from the input), which downstream upserts absorb.
 """
 
 from __future__ import annotations
