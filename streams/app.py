@@ -14,7 +14,8 @@
 At-least-once: per batch, outputs are produced and acknowledged, then the state changes (offset marker last)
 are written to the changelog and acknowledged, and only then are the batch's events acked (Faust commits
 acked offsets). Measured limit: Faust's per-message event machinery costs ~70 µs/record on this machine
-even with ``take_events`` batching (see tests/bench/bench_worker.py). No exactly_once, no agent concurrency > 1 (see the notes on Faust pitfalls).
+even with ``take_events`` batching (see tests/bench/bench_worker.py). No exactly_once, no agent
+concurrency > 1 (see the notes on Faust pitfalls).
 """
 
 from __future__ import annotations
@@ -335,7 +336,8 @@ class Worker:
                 m.prediction_latency.observe(per)
         m.fraud_detections.inc(r.fraud_detections)
         m.fraud_tickets.inc(r.fraud_tickets)
-        m.batch_seconds.observe(seconds)
+        if seconds > 0:
+            m.batch_seconds.observe(seconds)
 
     async def _report_lag(self) -> None:
         consumer = self.app.consumer
