@@ -62,6 +62,7 @@ class WorkerSettings:
     data_dir: Path = Path(".cache/faust")
     component: str = "noc-worker"
     log_level: str = "info"
+    max_cached_states: int = 100_000  # per partition, see PipelineConfig
 
     @property
     def app_id(self) -> str:
@@ -160,7 +161,8 @@ class Worker:
         self.schemas = SchemaStore()
         self.models = ModelCache()
         self.refs = References()
-        self.pipeline = Pipeline(self.refs, self.models, config or PipelineConfig(component=s.component),
+        self.pipeline = Pipeline(self.refs, self.models, config or PipelineConfig(component=s.component,
+                                                                 max_cached_states=s.max_cached_states),
                                  self.schemas, timer=time.perf_counter)
         self.metrics = WorkerMetrics()
         self.app = faust.App(

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-within", type=float, default=0.2, help="max seconds to wait to fill a batch")
     p.add_argument("--data-dir", type=Path, default=s.home / "faust", help="Faust data directory")
     p.add_argument("--component", default="noc-worker", help="name written into dead letters")
+    p.add_argument("--state-cache", type=int, default=100_000,
+                   help="decoded states kept between batches per partition (speed vs memory; 0: none)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=handler)
 
@@ -32,7 +34,8 @@ def handler(args: argparse.Namespace) -> int:
 
     return run(WorkerSettings(bootstrap=args.bootstrap, namespace=args.namespace, metrics_port=args.metrics_port,
                               batch_size=args.batch_size, batch_within_s=args.batch_within, data_dir=args.data_dir,
-                              component=args.component, log_level=args.log_level))
+                              component=args.component, log_level=args.log_level,
+                              max_cached_states=args.state_cache))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

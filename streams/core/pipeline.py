@@ -135,6 +135,9 @@ class PipelineConfig:
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # Decoded states kept between batches per partition (speed); beyond it the cache is dropped after a flush
+    # and refilled from the store (memory). 0 keeps none.
+    max_cached_states: int = 100_000
 
 
 @dataclass(slots=True)
@@ -199,7 +202,8 @@ class _Session:
     (the partition's write-back cache, owned by the pipeline); they are serialised (``to_dict``) only when
     flushed, once per dirty key per batch."""
 
-    def __init__(self, store: Store, partition: int, objs: dict[str, Any]) -> None:
+    def __init__(self, store: Store, partition: int, objs: dict[str, Any], max_objs: int = 100_000) -> None:
+        self.max_objs = max_objs
         self.store = store
         self.p = partition
         self.objs = objs
@@ -251,6 +255,8 @@ class _Session:
             self.store.put(self.p, marker_key, self.cache[marker_key])
         self.dirty.clear()
         self.absent.clear()
+        if len(self.objs) > self.max_objs:
+            self.objs.clear()
 
 
 @dataclass(slots=True)
@@ -326,7 +332,7 @@ class Pipeline:
         for inc in batch:
             by_partition.setdefault(inc.partition, []).append(inc)
         for p in sorted(by_partition):
-            session = _Session(store, p, self._objs.setdefault(p, {}))
+            session = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states)
             idx = self._idx(store, p)
             for inc in by_partition[p]:
                 self._one(session, idx, inc, now_ms, namespace, result)
@@ -341,7 +347,7 @@ class Pipeline:
         for p in sorted(partitions):
             if store.get(f"{p}|wm") is None:
                 continue
-            session = _Session(store, p, self._objs.setdefault(p, {}))
+            session = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states)
             self._advance(session, self._idx(store, p), p, highwater, result)
             result.sessions.append(session)
         return result

@@ -79,9 +79,9 @@ def _rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def throughput(bootstrap: str, ns: str, total: int, work: Path) -> tuple[float, float, float]:
+def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]) -> tuple[float, float, float]:
     """(events/s, seconds from first record to all committed, peak RSS MB) of one worker over the backlog."""
-    w = WorkerProcess(ns, bootstrap, work / "faust", free_port(), work / "worker.log").start()
+    w = WorkerProcess(ns, bootstrap, work / "faust", free_port(), work / "worker.log", extra).start()
     try:
         wait_for(lambda: w.processed() > 0, 120, "the worker to start processing", every_s=0.05)
         t0 = time.perf_counter()
@@ -127,9 +127,11 @@ def latency(bootstrap: str, rate: float, people_cfg: SimConfig, work: Path) -> t
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--people", type=int, default=10_000)
-    ap.add_argument("--span-min", type=int, default=120)
+    ap.add_argument("--span-min", type=int, default=360)
     ap.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
     ap.add_argument("--keep", action="store_true", help="keep the namespace")
+    ap.add_argument("--state-cache", type=int, default=None, help="worker --state-cache (default: the worker's)")
+    ap.add_argument("--no-latency", action="store_true")
     args = ap.parse_args()
     bootstrap = settings().bootstrap
     guards = 20
@@ -148,9 +150,12 @@ def main() -> None:
         ceil = n / dt
         print(f"ceiling  confluent-kafka consume + Avro decode: {n} records in {dt:.2f} s = {ceil:,.0f} events/s")
         with tempfile.TemporaryDirectory() as tmp:
-            rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp))
+            extra = [] if args.state_cache is None else ["--state-cache", str(args.state_cache)]
+            rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp), extra)
             print(f"worker   Faust, 1 process, end to end:         {total} records in {wdt:.2f} s = {rate:,.0f} "
-                  f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB")
+                  f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB {' '.join(extra)}")
+            if args.no_latency:
+                return
             lat_cfg = SimConfig(seed=8, tenants=1, sites_per_tenant=30, guards_per_site=4, span=24 * 60 * MINUTE_MS)
             k, p50, p99 = latency(bootstrap, args.rate, lat_cfg, Path(tmp))
             print(f"latency  at {args.rate:,.0f} events/s: event->incident p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
