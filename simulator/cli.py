@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--late-rate", type=float, default=0.002, help="share of events delivered out of order")
     p.add_argument("--bad-rate", type=float, default=0.0,
                    help="share of input events followed by a malformed payload (dead-letter demos; default 0)")
-    p.add_argument("--shift-labels", choices=("check_in", "check_in_and_out"), default="check_in",
-                   help="where GHOST_SHIFT/MISSED_TOUR/LATE_ARRIVAL labels go (default the check-in)")
+    p.add_argument("--shift-labels", choices=("observable", "check_in", "check_in_and_out"), default="observable",
+                   help="where GHOST_SHIFT/MISSED_TOUR/LATE_ARRIVAL labels go (default observable: on the punch "
+                        "where the fraud can be seen; GHOST_SHIFT/MISSED_TOUR on the check-out)")
     p.add_argument("--max-events", type=int, default=0, help="stop after this many records (default: the span)")
     p.add_argument("--timestamps", choices=("event", "now"), default="event",
                    help="Kafka record timestamps: the event time (default) or the producer's clock")

@@ -31,8 +31,12 @@ SCENARIOS: tuple[str, ...] = (
 )
 # Scenarios about the shift as a whole: their label goes on the shift's check-in (and optionally its check-out).
 SHIFT_SCENARIOS = frozenset({"GHOST_SHIFT", "MISSED_TOUR", "LATE_ARRIVAL"})
+# Shift scenarios whose evidence only exists after the check-in (the absent activity, the missed tours):
+# in "observable" mode their fraud label goes on the check-out.
+AFTER_CHECK_IN_SCENARIOS = frozenset({"GHOST_SHIFT", "MISSED_TOUR"})
 
-ShiftLabels = Literal["check_in", "check_in_and_out"]
+ShiftLabels = Literal["observable", "check_in", "check_in_and_out"]
+SHIFT_LABEL_MODES: tuple[str, ...] = ("observable", "check_in", "check_in_and_out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +56,12 @@ class SimConfig:
     ops_tickets_per_site_day: float = 0.4  # helpdesk tickets unrelated to attendance
     fraud_ticket_rate: float = 0.35  # share of fraudulent check-ins a supervisor raises a ticket about
     suspicious_ticket_rate: float = 0.25  # share of legit-but-suspicious check-ins that get a ticket
-    # GHOST_SHIFT / MISSED_TOUR / LATE_ARRIVAL are labelled on the shift's check-in; "check_in_and_out" also
-    # labels the check-out of such shifts as fraud (where the missing activity becomes observable).
-    shift_labels: ShiftLabels = "check_in"
+    # Where the shift-level frauds are labelled. "observable" (default): on the punch where the fraud can be
+    # seen — GHOST_SHIFT and MISSED_TOUR on the check-out (a ghost always punches out: that punch is what gets
+    # paid), a GHOST_SHIFT check-in too when its shift is not on the roster, LATE_ARRIVAL on the check-in; a
+    # check-in of such a shift that shows nothing yet is labelled is_fraud=False but keeps the scenario name
+    # (a marker). "check_in": all three on the check-in (the earlier default); "check_in_and_out": on both.
+    shift_labels: ShiftLabels = "observable"
 
     @property
     def end(self) -> int:
@@ -78,8 +85,8 @@ class SimConfig:
             raise ValueError("span must be positive")
         if not 0.0 <= self.late_rate <= 0.5:
             raise ValueError("late_rate must be in [0, 0.5]")
-        if self.shift_labels not in ("check_in", "check_in_and_out"):
-            raise ValueError("shift_labels must be check_in or check_in_and_out")
+        if self.shift_labels not in SHIFT_LABEL_MODES:
+            raise ValueError(f"shift_labels must be one of {', '.join(SHIFT_LABEL_MODES)}")
         self.rates()
 
 

@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from schemas.topics import BY_SHORT, person_key, site_key
-from simulator.config import HOUR_MS, MINUTE_MS, SHIFT_SCENARIOS, SimConfig
+from simulator.config import AFTER_CHECK_IN_SCENARIOS, HOUR_MS, MINUTE_MS, SHIFT_SCENARIOS, SimConfig
 from simulator.scenarios import (
     AWAY,
     NONE,
@@ -81,6 +81,8 @@ class SimStats:
     fallbacks: Counter[str] = field(default_factory=Counter)  # drawn but impossible (buddy punching alone)
     hard_negatives: Counter[str] = field(default_factory=Counter)  # legit-but-suspicious check-ins
     fraud_labels: Counter[str] = field(default_factory=Counter)  # yielded labels with is_fraud, by scenario
+    # "observable" labels: check-ins of a fraudulent shift labelled is_fraud=False (nothing to see yet), by scenario
+    deferred_labels: Counter[str] = field(default_factory=Counter)
     late: int = 0  # records delivered out of order
     late_beyond_grace: int = 0
     tickets: Counter[str] = field(default_factory=Counter)  # ticket workflows by final resolution
@@ -222,8 +224,8 @@ class Simulation:
             while heap and heap[0][0] < t:
                 sr = pop(heap)[2]
                 counts[sr.topic] += 1
-                if sr.topic == "labels" and sr.record["is_fraud"]:
-                    fraud[sr.record["scenario"]] += 1
+                if sr.topic == "labels" and sr.record["scenario"] != "NONE":
+                    (fraud if sr.record["is_fraud"] else st.deferred_labels)[sr.record["scenario"]] += 1
                 yield sr
             self._now = t
             run()
@@ -232,8 +234,8 @@ class Simulation:
             if at >= end:
                 break
             counts[sr.topic] += 1
-            if sr.topic == "labels" and sr.record["is_fraud"]:
-                fraud[sr.record["scenario"]] += 1
+            if sr.topic == "labels" and sr.record["scenario"] != "NONE":
+                (fraud if sr.record["is_fraud"] else st.deferred_labels)[sr.record["scenario"]] += 1
             yield sr
         heap.clear()
 
@@ -414,7 +416,8 @@ class Simulation:
                 cands = [o for o in legit if kinds[id(o)] == "NONE" and o.check_out is not None
                          and o.suspicious != "SHARED_DEVICE"]
                 buddy = grng.choice(cands) if cands else None
-            if not apply_scenario(p, kind, buddy if kind == "BUDDY_PUNCHING" else None):
+            if not apply_scenario(p, kind, buddy if kind == "BUDDY_PUNCHING" else None,
+                                  ghost_checks_out=cfg.shift_labels == "observable"):
                 self.stats.fallbacks[kind] += 1
                 self._buddy_debt += 1
         self.stats.shifts += len(plans)
@@ -436,11 +439,17 @@ class Simulation:
         for t, pos, acc in p.pre_fixes:
             self._activity(p, key, max(t, floor), "LOCATION_UPDATE", site.lat + pos[0] * klat,
                            site.lon + pos[1] * klon, acc, False, None, None, None, None)
-        self._punch(p, key, p.check_in, "CHECK_IN", klat, klon)
+        ci, co = p.check_in, p.check_out
+        if cfg.shift_labels == "observable" and p.scenario in AFTER_CHECK_IN_SCENARIOS and co is not None:
+            # The fraud shows on the check-out (no activity, tours missed since the check-in). A ghost's check-in
+            # shows it too when the shift is not on the roster (no shift id, or an id no roster has); otherwise
+            # the check-in looks like any other: is_fraud=False, the scenario kept as a marker.
+            co.fraud, co.scenario = True, p.scenario
+            ci.fraud = p.scenario == "GHOST_SHIFT" and p.slot.roster_state != PUBLISHED
+        self._punch(p, key, ci, "CHECK_IN", klat, klon)
         if p.style != NONE:
             self._patrol(p, key, klat, klon)
-        if p.check_out is not None:
-            co = p.check_out
+        if co is not None:
             if co.at <= p.check_in.at:
                 co.at = p.check_in.at + MINUTE_MS
             if cfg.shift_labels == "check_in_and_out" and p.scenario in SHIFT_SCENARIOS:
@@ -450,17 +459,20 @@ class Simulation:
             self._alert(site, at, rng, [a[0] for a in ALERT_TYPES].index(kind), users, g, sev, msg)
         for at, kind, sev, text in p.findings:
             self._finding(site, at, rng, rng.choice(self.world.tenants[g.tenant_id - 1].auditors), g, kind, sev, text)
-        # A supervisor raises a ticket about a flagged check-in; the resolution agrees with the truth.
-        ci = p.check_in
-        why = p.scenario if ci.fraud else p.suspicious
-        chance = cfg.fraud_ticket_rate if ci.fraud else cfg.suspicious_ticket_rate if why else 0.0
+        # A supervisor raises a ticket about a flagged punch (the check-in, or the check-out where the fraud is
+        # labelled in "observable" mode); the resolution agrees with the truth.
+        fraud = p.scenario != "NONE"
+        why = p.scenario if fraud else p.suspicious
+        chance = cfg.fraud_ticket_rate if fraud else cfg.suspicious_ticket_rate if why else 0.0
         if why and rng.random() < chance:
             after = p.slot.ends_at if why in ("GHOST_SHIFT", "MISSED_TOUR") else ci.at
             t0 = after + round(rng.uniform(20, 480) * MINUTE_MS)
+            on_out = cfg.shift_labels == "observable" and why in AFTER_CHECK_IN_SCENARIOS and co is not None
+            about, what = (co, "Check-out") if on_out and co is not None else (ci, "Check-in")
             self._ticket(rng, g.tenant_id, site.site_id, g.person_id, t0, "SECURITY_FRAUD",
                          TICKET_PRIORITY.get(why, "MEDIUM"), f"{TICKET_TITLES[why]}: {g.name} at {site.name}",
-                         f"Check-in {ci.event_id} by {g.person_id} flagged for review.", ci.event_id,
-                         "FRAUD_CONFIRMED" if ci.fraud else "FALSE_POSITIVE", users)
+                         f"{what} {about.event_id} by {g.person_id} flagged for review.", about.event_id,
+                         "FRAUD_CONFIRMED" if fraud else "FALSE_POSITIVE", users)
 
     def _delivery(self, rng: random.Random, t: int) -> tuple[int, int]:
         """(stream time, received_at) of an event that occurred at ``t``; a few arrive late."""
@@ -486,7 +498,7 @@ class Simulation:
         self._push(at, "labels", key, {
             "label_id": f"SIMULATOR:{event_id}", "tenant_id": g.tenant_id, "site_id": site.site_id,
             "person_id": g.person_id, "event_id": event_id, "is_fraud": pu.fraud,
-            "scenario": pu.scenario if pu.fraud else "NONE", "source": "SIMULATOR", "occurred_at": t})
+            "scenario": pu.scenario, "source": "SIMULATOR", "occurred_at": t})
 
     def _activity(self, p: Plan, key: bytes, t: int, kind: str, lat: float | None, lon: float | None,
                   acc: float | None, mock: bool, phone_type: str | None, task: str | None, tour: str | None,

@@ -219,8 +219,11 @@ def perfect_accuracy(rng: random.Random) -> float:
     return round(rng.uniform(0.5, 4.0), 1)
 
 
-def apply_scenario(p: Plan, kind: str, buddy: Plan | None) -> bool:
-    """Turn a legit plan into fraud ``kind``; False when it cannot apply (buddy punching alone on shift)."""
+def apply_scenario(p: Plan, kind: str, buddy: Plan | None, ghost_checks_out: bool = False) -> bool:
+    """Turn a legit plan into fraud ``kind``; False when it cannot apply (buddy punching alone on shift).
+
+    ``ghost_checks_out``: a GHOST_SHIFT keeps its check-out (the same random draws are made either way).
+    """
     rng, slot, site, g = p.rng, p.slot, p.site, p.guard
     ci = p.check_in
     p.scenario = kind
@@ -307,7 +310,7 @@ def apply_scenario(p: Plan, kind: str, buddy: Plan | None) -> bool:
                 p.check_out.shift_id = None
             if rng.random() < 0.5:  # checked out from home
                 p.check_out.pos = jitter(rng, to_local(site, *g.home), p.check_out.acc)
-            if rng.random() < 0.3:
+            if rng.random() < 0.3 and not ghost_checks_out:
                 p.check_out = None
         if rng.random() < 0.6:
             p.alerts.append((ci.at + round(rng.uniform(30, 120) * MINUTE_MS), "DEVICE_OFFLINE", "MEDIUM",
