@@ -29,10 +29,12 @@ MIN_LABELLED = 200
 MIN_POSITIVES_TRAIN = 20
 MIN_POSITIVES_TEST = 5
 MIN_NEGATIVES = 20
-# Fraud labelled on a check-in whose evidence only exists later in the shift: the simulator files
-# MISSED_TOUR on the shift's check-in, but the tours are missed afterwards, so the check-in itself looks
-# like any other. Fitting such rows only teaches the model that ordinary check-ins are fraud; they are
-# left out of the rows a booster is *fitted* on — never out of a holdout or any evaluation.
+# Fraud labelled on a check-in whose evidence only exists later in the shift: the simulator's older label
+# modes (shift_labels check_in / check_in_and_out) file MISSED_TOUR on the shift's check-in, but the tours
+# are missed afterwards, so the check-in itself looks like any other (the default "observable" mode labels
+# the check-out instead and produces no such rows). Fitting such rows only teaches the model that ordinary
+# check-ins are fraud; they are left out of the rows a booster is *fitted* on — never out of a holdout or
+# any evaluation.
 LATE_EVIDENCE_SCENARIOS = frozenset({"MISSED_TOUR"})
 
 

@@ -224,6 +224,8 @@ def summary(rep: ProduceReport, cfg: SimConfig, namespace: str, out: TextIO) -> 
             print("  not injectable (no colleague on shift): "
                   + ", ".join(f"{k} {v}" for k, v in sorted(st.fallbacks.items())), file=out)
         print("fraud labels: " + (", ".join(f"{k} {v}" for k, v in sorted(st.fraud_labels.items())) or "none")
+              + ("; check-ins of fraudulent shifts labelled not fraud (nothing to see yet): "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(st.deferred_labels.items())) if st.deferred_labels else "")
               + f"; hard negatives: {sum(st.hard_negatives.values()):,}"
               + f"; late events: {st.late:,} ({st.late_beyond_grace:,} beyond the 2-min grace)", file=out)
         print("ticket workflows: " + (", ".join(f"{k} {v}" for k, v in sorted(st.tickets.items())) or "none"),
