@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.serde import DecodeError, SchemaStore
+from schemas.serde import DecodeError, SchemaStore, store
 from schemas.topics import BY_SHORT
 from sinks import map_derived as d
 from sinks import map_feed as f
 from sinks import map_inputs as i
-from sinks.decoding import fast_store
 from sinks.tables import Row, TableSpec
 
 Mapper = Callable[[dict[str, Any]], Row]
@@ -81,7 +80,7 @@ def short_name(topic: str, namespace: str) -> str:
 
 def prepare(batch: Iterable[Raw], schemas: SchemaStore | None = None) -> Prepared:
     """Decode and map ``batch``; every record ends up as rows, a ticket change, or a dead letter."""
-    st = schemas or fast_store()
+    st = schemas or store()
     out = Prepared()
     for raw in batch:
         out.count += 1

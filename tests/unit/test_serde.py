@@ -108,3 +108,10 @@ def test_encode_names_the_problem() -> None:
     bad = _alert() | {"severity": "APOCALYPTIC"}
     with pytest.raises(EncodeError, match="noc_alert"):
         store().encode("noc_alert", bad)
+
+
+def test_schemas_carry_fastavros_parsed_marker() -> None:
+    # Without it fastavro re-parses the schema on every read (3-4x slower decoding; see bench_sink.py).
+    s = store()
+    assert all("__fastavro_parsed" in sv.parsed for sv in s.by_fingerprint.values())
+    assert s.current["activity_signal"] is s.by_fingerprint[s.current["activity_signal"].fingerprint]
