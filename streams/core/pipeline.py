@@ -155,6 +155,9 @@ class Result:
     fraud_tickets: int = 0
     score_seconds: float = 0.0  # feature + scoring time, when the pipeline was given a timer
     sessions: list[_Session] = field(default_factory=list)  # state writes, applied by commit()
+    # Partition clocks this call moved (partition -> clock): every PERSON window ending by it has been emitted.
+    # The edge forwards them after the windows as site-stage clock markers (streams.core.sites).
+    clocks: dict[int, int] = field(default_factory=dict)
 
     def commit(self) -> None:
         """Write the state changes to the store (offset marker last). The edge calls it after the outputs
@@ -168,6 +171,8 @@ class Result:
         self.processed.update(other.processed)
         self.dead_letters.update(other.dead_letters)
         self.sessions.extend(other.sessions)
+        for p, c in other.clocks.items():
+            self.clocks[p] = max(c, self.clocks.get(p, c))
         for name in ("skipped", "late", "out_of_order", "scored", "fraud_detections", "fraud_tickets", "score_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -433,6 +438,7 @@ class Pipeline:
             wm["clock"] = clock
             s.put(wm_key, wm)
             self._release(s, idx, p, clock, res)
+            res.clocks[p] = clock
 
     def _release(self, s: _Session, idx: _Index, p: int, clock: int, res: Result) -> None:
         """Sweep event time up to ``clock``: pending records in (time, rank, id) order, each preceded by the

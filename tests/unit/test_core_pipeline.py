@@ -238,3 +238,21 @@ def test_tick_moves_a_held_clock() -> None:
     res = pipe.tick(store, [1, 5], {k: 0 for k in hw})
     res.commit()
     assert [o for o in res.outs if o.topic == "signal-windows"]
+
+
+def test_result_reports_the_partition_clocks_it_moved() -> None:
+    """The clocks the edge forwards to the site stage: every PERSON window ending by a clock was emitted."""
+    pipe, store = _pipeline(), DictStore()
+    records = _world()[1][:3000]
+    res = pipe.process(store, records, NOW, "t")
+    assert res.clocks and set(res.clocks) <= {r.partition for r in records}
+    for p, clock in res.clocks.items():
+        ends = [o.record["window_end"] for o in res.outs
+                if o.stem == "signal_window" and o.record["person_id"] and zlib.crc32(o.key) % PARTITIONS == p]
+        assert all(e <= clock for e in ends)
+    res.commit()
+    again = pipe.process(store, [], NOW, "t")
+    assert again.clocks == {}  # nothing moved
+    merged = Result()
+    merged.merge(res)
+    assert merged.clocks == res.clocks

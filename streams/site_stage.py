@@ -1,0 +1,206 @@
+"""The worker's site stage: SITE windows, baselines and statistical anomalies, keyed by site (Faust edge of
+:mod:`streams.core.sites`).
+
+* The pipeline agent forwards each PERSON window it emits to the internal topic ``<ns>.noc-worker-sites``
+  (6 partitions, keyed ``tenant:site``), then, per input partition whose clock moved, a clock marker to every
+  partition of it (``forward``). Same producer, sent before the pipeline's state is committed: a crash
+  re-forwards them (person window ids dedupe; clocks only move forward).
+* The ``sites`` agent (concurrency 1) reads that topic in micro-batches and calls :class:`SiteStage`; its
+  state lives in the ``sites`` table (changelog), written after the outputs were acknowledged.
+* The tickets agent calls :meth:`SiteEdge.ticket`: a ticket resolving an anomaly (``related_event_id``) as
+  FALSE_POSITIVE / FRAUD_CONFIRMED becomes a feedback record to the anomaly's site.
+* :func:`request_retune` (``noc baselines retune``) broadcasts an on-demand retune record.
+
+Envelopes on the internal topic are orjson: ``{"k": "w", "r": window}``, ``{"k": "c", "p": partition, "c": clock}``,
+``{"k": "f", ...ticket_feedback}``, ``{"k": "r", "tenant_id", "site_id", "at"}``.
+
+Configuration (tests, tuning): ``NOC_SITE_CONFIG`` = JSON ``{"baselines": {...BaselineConfig fields},
+"max_skew_ms": ..}``; unset: the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from schemas.topics import PERSON_PARTITIONS, site_key
+from streams.core.baselines import BaselineConfig
+from streams.core.sites import SiteConfig, SiteResult, SiteStage, ticket_feedback
+from streams.core.types import Out, Record
+
+log = logging.getLogger("streams.sites")
+
+SITE_PARTITIONS = PERSON_PARTITIONS
+TIMEOUT_S = 10.0
+
+
+def internal_topic(namespace: str) -> str:
+    return f"{namespace}.noc-worker-sites"
+
+
+def config_from_env(env: dict[str, str] | None = None) -> SiteConfig:
+    raw = (env if env is not None else dict(os.environ)).get("NOC_SITE_CONFIG")
+    if not raw:
+        return SiteConfig()
+    d = json.loads(raw)
+    b = d.pop("baselines", {})
+    if "metrics" in b:
+        b["metrics"] = tuple(b["metrics"])
+    return dataclasses.replace(SiteConfig(), baselines=BaselineConfig(**b), **d)
+
+
+def ensure_topic(bootstrap: str, namespace: str) -> None:
+    """Create the internal site topic if missing (before anything is produced to it)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    from infra.topics_admin import admin
+
+    client = admin(bootstrap)
+    name = internal_topic(namespace)
+    if name in client.list_topics(timeout=TIMEOUT_S).topics:
+        return
+    futs = client.create_topics([NewTopic(name, num_partitions=SITE_PARTITIONS, replication_factor=1,
+                                          config={"retention.ms": str(7 * 24 * 3_600_000)})],
+                                request_timeout=TIMEOUT_S)
+    for fut in futs.values():
+        try:
+            fut.result(timeout=TIMEOUT_S)
+        except KafkaException as exc:  # only "already exists" (a concurrent worker) is tolerated
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+def window_envelope(win: Record) -> bytes:
+    return orjson.dumps({"k": "w", "r": win})
+
+
+def clock_envelope(partition: int, clock: int) -> bytes:
+    return orjson.dumps({"k": "c", "p": partition, "c": clock})
+
+
+def request_retune(bootstrap: str, namespace: str, tenant_id: int | None = None, site_id: str | None = None,
+                   at_ms: int | None = None) -> int:
+    """Ask the site stage to retune now (every partition; ``at`` default: each partition's watermark)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000, "message.timeout.ms": 30_000})
+    value = orjson.dumps({"k": "r", "tenant_id": tenant_id, "site_id": site_id, "at": at_ms})
+    for q in range(SITE_PARTITIONS):
+        p.produce(internal_topic(namespace), value, b"retune", partition=q)
+    left = p.flush(30)
+    if left:
+        raise RuntimeError(f"{left} retune requests not delivered")
+    return SITE_PARTITIONS
+
+
+class SiteEdge:
+    """Registers the site topic, table and agent on a worker (``streams.app.Worker``) and feeds them."""
+
+    def __init__(self, worker: Any, cfg: SiteConfig | None = None) -> None:
+        from streams.app import TableStore
+
+        self.worker = worker
+        s = worker.settings
+        self.name = internal_topic(s.namespace)
+        ensure_topic(s.bootstrap, s.namespace)
+        self.stage = SiteStage(self._timezone, cfg or config_from_env())
+        self.topic = worker.app.topic(self.name, key_serializer="raw", value_serializer="raw",
+                                      partitions=SITE_PARTITIONS)
+        self.table = worker.app.Table("sites", default=None, partitions=SITE_PARTITIONS,
+                                      key_type=bytes, value_type=bytes)
+        self.store = TableStore(self.table, worker.sink, self.table.changelog_topic.get_topic_name())
+        self.counts: Counter[str] = Counter()
+        self._stale = True
+        worker.app.agent(self.topic, name="sites", concurrency=1)(self._agent)
+        worker.app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        self.stage.forget()  # rebuilt from the table for whatever partitions come back
+
+    def _timezone(self, tenant: int, site: str) -> str:
+        rec = self.worker.refs.sites.get((tenant, site))
+        return str(rec.get("timezone") or "UTC") if rec else "UTC"
+
+    # -- producing side (called from the pipeline and tickets agents) -------------------------------------
+
+    def forward(self, outs: list[Out], clocks: dict[int, int]) -> None:
+        """Queue the PERSON windows of a pipeline result, then its clock markers (delivered with the outputs)."""
+        send = self.worker.sink.send
+        for o in outs:
+            if o.stem == "signal_window" and o.record.get("site_id") and o.record.get("scope") == "PERSON":
+                send(self.name, site_key(int(o.record["tenant_id"]), str(o.record["site_id"])),
+                     window_envelope(o.record))
+        for p, c in sorted(clocks.items()):
+            value = clock_envelope(p, c)
+            for q in range(SITE_PARTITIONS):
+                send(self.name, b"clock", value, q)
+
+    def ticket(self, rec: Record) -> bool:
+        """Queue baseline feedback for a ticket that resolves an anomaly; True when one was queued."""
+        fb = ticket_feedback(rec)
+        if fb is None:
+            return False
+        value = orjson.dumps({"k": "f", **fb})
+        if fb["site_id"]:
+            self.worker.sink.send(self.name, site_key(fb["tenant_id"], fb["site_id"]), value)
+        else:  # no site on the ticket: every partition looks for the anomaly among its sites
+            for q in range(SITE_PARTITIONS):
+                self.worker.sink.send(self.name, b"feedback", value, q)
+        return True
+
+    # -- the agent -----------------------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        app = self.worker.app
+        recovery: Any = app.tables.recovery
+        if app.rebalancing or recovery.in_recovery or not recovery.completed.is_set():
+            self._stale = True
+            return False
+        if self._stale:
+            self.stage.forget()
+            self._stale = False
+        return True
+
+    async def _agent(self, stream: Any) -> None:
+        s = self.worker.settings
+        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+            self._ready()
+            res = SiteResult()
+            for ev in events:
+                m = ev.message
+                self.apply(m.partition, m.value, res)
+            await self.worker._produce(res.outs)
+            res.commit(self.store)
+            self.worker.sink.deliver()
+            for k, n in res.counts.items():
+                self.counts[k] += n
+
+    def apply(self, q: int, value: bytes | None, res: SiteResult) -> None:
+        st, store = self.stage, self.store
+        try:
+            env = orjson.loads(value or b"")
+            kind = env["k"]
+            if kind == "w":
+                st.window(store, q, env["r"], res)
+            elif kind == "c":
+                st.clock(store, q, int(env["p"]), int(env["c"]), res)
+            elif kind == "f":
+                st.feedback(store, q, int(env["tenant_id"]), env.get("site_id"), str(env["anomaly_id"]),
+                            env["verdict"], int(env["at"]), res)
+            elif kind == "r":
+                t = env.get("tenant_id")
+                st.retune(store, q, None if t is None else int(t), env.get("site_id"), env.get("at"), res)
+            else:
+                raise KeyError(kind)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            # Only this worker writes the topic: a bad envelope is a bug, logged and skipped, never a crash loop.
+            log.warning("site stage: bad record on %s[%d] skipped: %s", self.name, q, exc)
+            res.counts["bad"] += 1
+
