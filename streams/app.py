@@ -2,7 +2,10 @@
 
 * One agent (concurrency 1) reads the co-partitioned person-keyed inputs (attendance, activity, alerts,
   audit-findings) in micro-batches (``stream.take_events``) and calls :meth:`Pipeline.process`.
-* A second agent reads ``tickets`` (keyed by ticket, not co-partitioned) and forwards them to the feed.
+* A second agent reads ``tickets`` (keyed by ticket, not co-partitioned) for baseline feedback only (the
+  ticket sink emits ``ticket_updated`` once its state machine accepted a change).
+* A third agent (:mod:`streams.site_stage`) aggregates the PERSON windows by site into SITE windows, baselines
+  and statistical anomalies, from a site-keyed internal topic the pipeline agent forwards to.
 * All per-key state is in one Faust table (memory store + changelog topic). Faust restores it on start and
   rebalance; the worker writes it itself (in-memory store + changelog partition ``p`` for input partition
   ``p``); see :mod:`streams.core.pipeline` for the keys, the clock and the recovery design.
@@ -39,12 +42,12 @@ from models.reload import on_model_event
 from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import BY_SHORT, topic
-from streams.core.feed import feed_events
 from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, PipelineConfig, References, Result
 from streams.core.types import Out
 from streams.core.validate import dead_letter_for_decode_error
 from streams.metrics import WorkerMetrics
 from streams.refs import RefTail
+from streams.site_stage import SiteEdge
 
 log = logging.getLogger("streams.worker")
 
@@ -203,6 +206,7 @@ class Worker:
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
         self.app.agent(self.inputs, name="pipeline", concurrency=1)(self._pipeline_agent)
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
+        self.sites = SiteEdge(self)  # SITE windows, baselines, statistical anomalies (streams.site_stage)
         self._stale = True
         self.lock = asyncio.Lock()  # the agent and the tick timer share the pipeline's state
         self.app.timer(2.0)(self._report_lag)
@@ -251,6 +255,7 @@ class Worker:
 
     async def _deliver(self, result: Result) -> None:
         """Outputs first (awaited), then the state (offset marker last, awaited); the caller acks after."""
+        self.sites.forward(result.outs, result.clocks)  # PERSON windows + clock markers to the site stage
         await self._produce(result.outs)
         result.commit()
         self.sink.deliver()
@@ -308,8 +313,10 @@ class Worker:
                         record_timestamp=round(m.timestamp * 1000)))
                     self.metrics.dead_letters.labels(err.reason).inc()
                     continue
-                outs.extend(feed_events("ticket", rec))
+                # Baseline feedback only: the ticket sink emits ticket_updated once it accepted the change.
+                self.sites.ticket(rec)
             await self._produce(outs)
+            self.sink.deliver()
 
     async def _produce(self, outs: list[Out]) -> None:
         """Encode and send; wait until all are acknowledged."""
