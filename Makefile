@@ -3,7 +3,8 @@
 
 PYTHON ?= python3
 
-# Set everything up and run the main job: local Kafka + Postgres, topics, the pipeline, and the simulator.
+# Set everything up and run the main job: local Kafka + Postgres, topics, migrations, the worker, the sink,
+# the gateway + dashboard, fed by the simulator.
 demo:
 	bash infra/bootstrap.sh
 	noc demo
@@ -15,6 +16,8 @@ test:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
 	$(PYTHON) -m pytest --cov --cov-report=term:skip-covered tests
+	@echo "core coverage (sans-I/O core, features, scoring, serde; must stay >= 90%):"
+	$(PYTHON) -m coverage report --include='streams/core/*,models/features.py,models/scoring.py,models/compiled.py,schemas/serde.py' --skip-covered --fail-under=90
 
 bench:
 	for b in tests/bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
