@@ -29,8 +29,8 @@ from typing import Any, TextIO
 from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import LIVE_NAMESPACE, topic
-from streams.core.feed import feed_events
 from streams.core.pipeline import INPUT_STEMS, SPARSE, DictStore, Incoming, Pipeline, PipelineConfig, References
+from streams.core.sites import SiteResult, SiteStage
 from streams.core.types import Out, Record
 from streams.core.validate import dead_letter_for_decode_error
 from streams.replay_config import ReplayConfig, as_dict
@@ -38,6 +38,7 @@ from streams.replay_diff import Snapshot
 from streams.replay_io import PartitionReader, ReplayError, SandboxProducer, Span, check_sandbox, consumer, offset_range
 from streams.replay_merge import Item, merge
 from streams.replay_metrics import Metrics, Truth, metrics
+from streams.site_stage import config_from_env
 
 INPUT_TOPICS: tuple[str, ...] = ("attendance", "activity", "alerts", "audit-findings", "tickets")
 REFERENCE_TOPICS: tuple[str, ...] = ("ref.sites", "ref.people", "ref.shifts")
@@ -69,6 +70,9 @@ class Lane:
     config: ReplayConfig
     pipeline: Pipeline
     store: DictStore = field(default_factory=DictStore)
+    sites: SiteStage | None = None  # the worker's site stage (SITE windows, baselines), one partition in-process
+    site_store: DictStore = field(default_factory=DictStore)
+    site_empty: tuple[int, ...] = ()  # person partitions without activity in the range: they never report a clock
     snapshot: Snapshot = field(default_factory=Snapshot)
     outputs: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -246,7 +250,9 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
         if req.config.model_version else live_cache
 
     def lane(name: str, cfg: ReplayConfig, cache: ModelCache) -> Lane:
-        return Lane(name, cfg, Pipeline(refs, cache, _with_component(cfg.pipeline, COMPONENT), schemas))
+        return Lane(name, cfg, Pipeline(refs, cache, _with_component(cfg.pipeline, COMPONENT), schemas),
+                    sites=SiteStage(lambda t, s: str((refs.sites.get((t, s)) or {}).get("timezone") or "UTC"),
+                                    config_from_env()))  # the worker's site configuration (NOC_SITE_CONFIG)
 
     lanes = [lane(req.sandbox, req.config, main_cache)]
     if req.compare_live and not req.config.is_live:
@@ -273,6 +279,9 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
         apply_topics(req.bootstrap, req.sandbox)
         producer = (producer_factory or _sandbox_producer)(req)
     total = sum(s.count for s in in_spans)
+    active = {s.partition for s in in_spans if s.topic == CLOCK_TOPIC and s.count > 0}
+    for ln in lanes:
+        ln.site_empty = tuple(p for p in range(ln.sites.cfg.sources if ln.sites else 0) if p not in active)
     bar = Progress(req.progress, req.from_ms, req.to_ms, total)
     with PartitionReader(req.bootstrap, in_spans) as reader:
         # Like the worker's consumer high-water marks: a sparse input partition with unread records in the
@@ -321,7 +330,8 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
     def flush() -> None:
         for i, ln in enumerate(lanes):
             result = ln.pipeline.process(ln.store, batch, req.to_ms, req.source, highwater)
-            outs = result.outs + _ticket_outs(tickets, req.source, schemas)
+            outs = result.outs + _site_outs(ln, result.outs, result.clocks)
+            outs += _ticket_outs(tickets, req.source, schemas, ln)
             _deliver(ln, outs, producer if i == 0 else None, last_ts)
             ln.dead_letters.update(result.dead_letters)
             ln.late += result.late
@@ -335,7 +345,7 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
         last_ts = max(last_ts, item.timestamp)
         if item.topic in INPUT_STEMS:
             batch.append(Incoming(item.topic, item.partition, item.offset, item.key, item.value, item.timestamp))
-        else:  # tickets: straight to the feed, as the worker's tickets agent does
+        else:  # tickets: baseline feedback, as the worker's tickets agent does
             tickets.append(item)
         if len(batch) + len(tickets) >= BATCH:
             flush()
@@ -343,11 +353,23 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
         flush()
     for i, ln in enumerate(lanes):  # partitions whose last batch left their clock held move on now
         result = ln.pipeline.tick(ln.store, partitions, highwater)
-        _deliver(ln, result.outs, producer if i == 0 else None, last_ts)
+        _deliver(ln, result.outs + _site_outs(ln, result.outs, result.clocks), producer if i == 0 else None,
+                 last_ts)
         result.commit()
 
 
-def _ticket_outs(items: Iterable[Item], source: str, schemas: SchemaStore) -> list[Out]:
+def _site_outs(ln: Lane, outs: list[Out], clocks: dict[int, int]) -> list[Out]:
+    """What the worker's site agent makes of one pipeline result (see streams.core.sites)."""
+    if ln.sites is None:
+        return []
+    res = ln.sites.run_person_outputs(ln.site_store, outs, clocks, empty=ln.site_empty)
+    res.commit(ln.site_store)
+    return res.outs
+
+
+def _ticket_outs(items: Iterable[Item], source: str, schemas: SchemaStore, ln: Lane | None = None) -> list[Out]:
+    """Dead letters of bad tickets; resolutions of anomalies go to the lane's site stage as feedback. Like the
+    worker, no ticket_updated feed events: the ticket sink emits those once it accepted a change."""
     outs: list[Out] = []
     for item in items:
         try:
@@ -357,7 +379,11 @@ def _ticket_outs(items: Iterable[Item], source: str, schemas: SchemaStore) -> li
                 err, source_topic=topic("tickets", source), partition=item.partition, offset=item.offset,
                 component=COMPONENT, key=item.key, value=item.value, record_timestamp=item.timestamp))
             continue
-        outs.extend(feed_events("ticket", rec))
+        if ln is not None and ln.sites is not None:
+            res = SiteResult()
+            ln.sites.ticket(ln.site_store, 0, rec, res)
+            res.commit(ln.site_store)
+            outs.extend(res.outs)
     return outs
 
 

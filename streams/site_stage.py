@@ -11,11 +11,12 @@
   FALSE_POSITIVE / FRAUD_CONFIRMED becomes a feedback record to the anomaly's site.
 * :func:`request_retune` (``noc baselines retune``) broadcasts an on-demand retune record.
 
-Envelopes on the internal topic are orjson: ``{"k": "w", "r": window}``, ``{"k": "c", "p": partition, "c": clock}``,
+Envelopes on the internal topic are orjson: ``{"k": "w", "r": window}``, ``{"k": "c", "p": partition,
+"c": clock}``, ``{"k": "e", "p": partition}`` (that person partition has no activity record at all),
 ``{"k": "f", ...ticket_feedback}``, ``{"k": "r", "tenant_id", "site_id", "at"}``.
 
-Configuration (tests, tuning): ``NOC_SITE_CONFIG`` = JSON ``{"baselines": {...BaselineConfig fields},
-"max_skew_ms": ..}``; unset: the defaults.
+Configuration (tests, tuning): ``NOC_SITE_CONFIG`` = JSON ``{"baselines": {...BaselineConfig fields}}``;
+unset: the defaults.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from schemas.topics import PERSON_PARTITIONS, site_key
+from schemas.topics import PERSON_PARTITIONS, site_key, topic
 from streams.core.baselines import BaselineConfig
 from streams.core.sites import SiteConfig, SiteResult, SiteStage, ticket_feedback
 from streams.core.types import Out, Record
@@ -117,6 +118,7 @@ class SiteEdge:
                                       key_type=bytes, value_type=bytes)
         self.store = TableStore(self.table, worker.sink, self.table.changelog_topic.get_topic_name())
         self.counts: Counter[str] = Counter()
+        self._announced: set[int] = set()
         self._stale = True
         worker.app.agent(self.topic, name="sites", concurrency=1)(self._agent)
         worker.app.on_partitions_revoked.connect(self._on_revoked)
@@ -137,10 +139,23 @@ class SiteEdge:
             if o.stem == "signal_window" and o.record.get("site_id") and o.record.get("scope") == "PERSON":
                 send(self.name, site_key(int(o.record["tenant_id"]), str(o.record["site_id"])),
                      window_envelope(o.record))
+        for p in self._empty_partitions():
+            for q in range(SITE_PARTITIONS):
+                send(self.name, b"clock", orjson.dumps({"k": "e", "p": p}), q)
         for p, c in sorted(clocks.items()):
             value = clock_envelope(p, c)
             for q in range(SITE_PARTITIONS):
                 send(self.name, b"clock", value, q)
+
+    def _empty_partitions(self) -> list[int]:
+        """Assigned activity partitions holding no record at all (end offset 0), announced once per process:
+        they will never report a clock, so the site watermark must not wait for them."""
+        consumer = self.worker.app.consumer
+        name = topic("activity", self.worker.settings.namespace)
+        found = sorted(tp.partition for tp in consumer.assignment()
+                       if tp.topic == name and tp.partition not in self._announced and consumer.highwater(tp) == 0)
+        self._announced.update(found)
+        return found
 
     def ticket(self, rec: Record) -> bool:
         """Queue baseline feedback for a ticket that resolves an anomaly; True when one was queued."""
@@ -191,6 +206,8 @@ class SiteEdge:
                 st.window(store, q, env["r"], res)
             elif kind == "c":
                 st.clock(store, q, int(env["p"]), int(env["c"]), res)
+            elif kind == "e":
+                st.empty(store, q, int(env["p"]), res)
             elif kind == "f":
                 st.feedback(store, q, int(env["tenant_id"]), env.get("site_id"), str(env["anomaly_id"]),
                             env["verdict"], int(env["at"]), res)
@@ -204,3 +221,20 @@ class SiteEdge:
             log.warning("site stage: bad record on %s[%d] skipped: %s", self.name, q, exc)
             res.counts["bad"] += 1
 
+
+
+def site_stage_caught_up(bootstrap: str, namespace: str) -> bool:
+    """True when the worker group has committed the internal site topic to its end (tests, scripts): every
+    record forwarded so far was processed and its outputs delivered."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{namespace}.noc-worker", "enable.auto.commit": False,
+                  "socket.timeout.ms": 10_000})
+    try:
+        name = internal_topic(namespace)
+        tps = [TopicPartition(name, q) for q in range(SITE_PARTITIONS)]
+        ends = {q: c.get_watermark_offsets(tp, timeout=TIMEOUT_S)[1] for q, tp in enumerate(tps)}
+        committed = {tp.partition: tp.offset for tp in c.committed(tps, timeout=TIMEOUT_S)}
+        return all(ends[q] == 0 or committed.get(q, -1) >= ends[q] for q in ends)
+    finally:
+        c.close()

@@ -9,10 +9,13 @@ partition the marker comes after the windows it covers). :class:`SiteStage` cons
   (counters, metres, tours by tour id; ``checkpoints_expected`` thus comes from the tours of the guards on duty
   there). Contributions are kept by person ``window_id``: a redelivered person window counts once.
 * The site partition's watermark is the minimum over the ``sources`` person partitions of their clocks (a
-  person window ending by it has arrived), floored at ``max clock - max_skew_ms`` so a person partition that
-  never reports (no activity at all) cannot stop every site. A site window closes when the watermark reaches
-  its end; windows close per site in time order and go to the site's :class:`SiteBaselines` (anomalies,
-  baseline records). A person window arriving after its site window closed is dropped (counted as ``late``).
+  person window ending by it has arrived), known only once every source has reported, except sources the edge
+  announced *empty* (their activity partition holds no record at all: they would never report). Strict, so
+  deterministic: a backlog read in any interleaving closes the same windows with the same contributions.
+  (Live, a person partition that reported and then went idle holds the sites; every partition has activity
+  in practice.) A site window closes when the watermark reaches its end; windows close per site in time
+  order and go to the site's :class:`SiteBaselines` (anomalies, baseline records). A person window arriving
+  after its site window closed is dropped (counted as ``late``).
 * Feedback (a ticket resolved FALSE_POSITIVE / FRAUD_CONFIRMED whose ``related_event_id`` is an anomaly id)
   and on-demand retunes are routed to the site's baselines; scheduled retunes happen inside
   :meth:`SiteBaselines.observe_window` in window event time.
@@ -37,15 +40,12 @@ from streams.core.feed import feed_events
 from streams.core.types import Out, Record
 from streams.core.windows import SIGNALS, WindowConfig, window_id
 
-HOUR_MS = 3_600_000
-
 
 @dataclass(frozen=True, slots=True)
 class SiteConfig:
     windows: WindowConfig = field(default_factory=WindowConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     sources: int = PERSON_PARTITIONS  # person partitions whose clocks make the watermark
-    max_skew_ms: int = HOUR_MS  # a person partition further behind the most advanced one stops holding sites
 
 
 class StateStore(Protocol):
@@ -170,7 +170,7 @@ class SiteStage:
         self.cfg = cfg or SiteConfig()
         self.timezone_of = timezone_of
         self._aggs: dict[str, SiteAgg] = {}  # decoded states, by state key
-        self._clk: dict[int, dict[str, int]] = {}  # per partition: source partition -> clock
+        self._clk: dict[int, dict[str, Any]] = {}  # per partition: source clocks and empty sources
         self._due: dict[int, dict[str, int]] = {}  # per partition: state key -> next due watermark
 
     def forget(self) -> None:
@@ -210,23 +210,25 @@ class SiteStage:
         else:
             due[key] = d
 
-    def _clocks(self, store: StateStore, q: int) -> dict[str, int]:
-        src = self._clk.get(q)
-        if src is None:
-            src = self._clk[q] = {k: int(v) for k, v in (store.get(f"{q}|clk") or {}).get("src", {}).items()}
-        return src
+    def _clocks(self, store: StateStore, q: int) -> dict[str, Any]:
+        """``{"src": {source: clock}, "empty": [sources announced empty]}`` of partition ``q``."""
+        c = self._clk.get(q)
+        if c is None:
+            d = store.get(f"{q}|clk") or {}
+            c = self._clk[q] = {"src": {k: int(v) for k, v in d.get("src", {}).items()},
+                                "empty": sorted(int(p) for p in d.get("empty", []))}
+        return c
 
     def _site_keys(self, store: StateStore, prefix: str) -> list[str]:
         return sorted({k for k in [*store.keys(), *self._aggs] if k.startswith(prefix)})
 
     def watermark(self, store: StateStore, q: int) -> int | None:
-        src = self._clocks(store, q)
-        if not src:
+        c = self._clocks(store, q)
+        src: dict[str, int] = c["src"]
+        required = {str(p) for p in range(self.cfg.sources) if p not in c["empty"]}
+        if not src or not required <= set(src):
             return None
-        top = max(src.values())
-        low = min(src.values()) if len(src) >= self.cfg.sources else None
-        floor = top - self.cfg.max_skew_ms
-        return floor if low is None else max(low, floor)
+        return min(src.values())
 
     # -- inputs --------------------------------------------------------------------------------------------
 
@@ -245,12 +247,26 @@ class SiteStage:
 
     def clock(self, store: StateStore, q: int, source: int, clock_ms: int, res: SiteResult) -> None:
         """A person partition's clock passed ``clock_ms``: close the site windows the watermark now covers."""
-        src = self._clocks(store, q)
+        c = self._clocks(store, q)
+        src = c["src"]
         if src.get(str(source), -(1 << 62)) >= clock_ms:
             return  # redelivered or older: clocks only move forward
         src[str(source)] = clock_ms
-        res.writes[(q, f"{q}|clk")] = {"src": dict(sorted(src.items()))}
+        self._write_clocks(q, c, res)
         self.advance(store, q, res)
+
+    def empty(self, store: StateStore, q: int, source: int, res: SiteResult) -> None:
+        """Person partition ``source`` has no activity at all (the edge saw its end offset at 0): it will not
+        report a clock, so the watermark does not wait for it (until it reports one)."""
+        c = self._clocks(store, q)
+        if source in c["empty"]:
+            return
+        c["empty"] = sorted({*c["empty"], source})
+        self._write_clocks(q, c, res)
+        self.advance(store, q, res)
+
+    def _write_clocks(self, q: int, c: dict[str, Any], res: SiteResult) -> None:
+        res.writes[(q, f"{q}|clk")] = {"src": dict(sorted(c["src"].items())), "empty": list(c["empty"])}
 
     def advance(self, store: StateStore, q: int, res: SiteResult) -> None:
         wm = self.watermark(store, q)
@@ -307,13 +323,16 @@ class SiteStage:
     # -- in-process driver (replay, tests) --------------------------------------------------------------
 
     def run_person_outputs(self, store: StateStore, outs: Iterable[Out], clocks: dict[int, int],
-                           res: SiteResult | None = None) -> SiteResult:
+                           res: SiteResult | None = None, empty: Iterable[int] = ()) -> SiteResult:
         """What the worker's site agent does with one pipeline result, in one partition (``q = 0``): the PERSON
-        windows among ``outs``, then the pipeline's partition ``clocks`` (``Result.clocks``)."""
+        windows among ``outs``, then the pipeline's partition ``clocks`` (``Result.clocks``). ``empty``: person
+        partitions without any activity record (they never report a clock)."""
         res = res or SiteResult()
         for o in outs:
             if o.stem == "signal_window":
                 self.window(store, 0, o.record, res)
+        for source in sorted(empty):
+            self.empty(store, 0, source, res)
         for source, clock in sorted(clocks.items()):
             self.clock(store, 0, source, clock, res)
         return res

@@ -17,7 +17,9 @@ from schemas.serde import MAGIC
 from schemas.topics import person_key, topic
 from simulator.config import HOUR_MS, MINUTE_MS, SimConfig
 from simulator.produce import simulate
-from streams.core.pipeline import GRACE_MS
+from streams.core.pipeline import GRACE_MS, DictStore
+from streams.core.sites import SiteStage
+from streams.site_stage import site_stage_caught_up
 from streams.testkit import (
     WorkerProcess,
     decoded,
@@ -75,6 +77,7 @@ def test_worker_scenarios_bad_input_and_reference(kafka_bootstrap: str, namespac
     w = WorkerProcess(namespace, kafka_bootstrap, tmp_path / "faust", free_port(), tmp_path / "worker.log").start()
     try:
         wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 150, "the worker to commit every input")
+        wait_for(lambda: site_stage_caught_up(kafka_bootstrap, namespace), 30, "the site stage to catch up")
         metrics = w.metrics()
     finally:
         w.stop()
@@ -124,6 +127,23 @@ def test_worker_scenarios_bad_input_and_reference(kafka_bootstrap: str, namespac
         ref_by_topic.setdefault(o.topic, []).append(o.record)
     got = {short: decoded(read_topic(kafka_bootstrap, namespace, short))
            for short in ("anomalies", "incidents", "signal-windows", "ticket-commands")}
+    # -- the site stage (SITE windows, statistical anomalies): the same as SiteStage over the reference's PERSON
+    # windows and final partition clocks (activity watermark - grace - 1)
+    tz = {(s["tenant_id"], s["site_id"]): s["timezone"] for s in decoded(read_topic(kafka_bootstrap, namespace,
+                                                                                       "ref.sites"))}
+    site_ref = SiteStage(lambda t, s: tz.get((t, s), "UTC")).run_person_outputs(
+        DictStore(), ref, {p: c - GRACE_MS - 1 for p, c in clock.items()},
+        empty=set(range(6)) - set(clock)).outs  # partitions without activity never report a clock
+    site_want = {"windows": [o.record for o in site_ref if o.stem == "signal_window"],
+                 "anomalies": [o.record for o in site_ref if o.stem == "anomaly"]}
+    assert site_want["windows"]
+    site_got = {"windows": [w for w in got["signal-windows"] if w["scope"] == "SITE"],
+                "anomalies": [a for a in got["anomalies"] if not a["baseline_id"].startswith("rule:")]}
+    assert final_by_id(site_got["windows"], "window_id") == final_by_id(site_want["windows"], "window_id")
+    assert final_by_id(site_got["anomalies"], "anomaly_id") == final_by_id(site_want["anomalies"], "anomaly_id")
+    got["signal-windows"] = [w for w in got["signal-windows"] if w["scope"] == "PERSON"]
+    got["anomalies"] = [a for a in got["anomalies"] if a["baseline_id"].startswith("rule:")]
+
     assert final_by_id(got["anomalies"], "anomaly_id") == final_by_id(ref_by_topic["anomalies"], "anomaly_id")
     assert final_by_id(got["incidents"], "incident_id", "revision") == \
         final_by_id(ref_by_topic["incidents"], "incident_id", "revision")

@@ -27,8 +27,7 @@ SIM = SimConfig(seed=21, tenants=1, sites_per_tenant=3, guards_per_site=4, span=
 # something, one review enough to retune. Passed through the environment; the defaults stay as they are.
 SITE_CONFIG = {"baselines": {"min_samples": 3, "span_ms": 5 * MINUTE_MS, "cooldown_ms": 5 * MINUTE_MS,
                              "default_threshold": 2.0, "min_threshold": 1.0, "min_feedback": 1,
-                             "min_stddev": 0.5, "rel_stddev": 0.1, "poisson_floor": 0.5},
-               "max_skew_ms": 15 * MINUTE_MS}
+                             "min_stddev": 0.5, "rel_stddev": 0.1, "poisson_floor": 0.5}}
 
 
 def _records(bootstrap: str, ns: str, short: str, stem: str) -> list[dict[str, Any]]:

@@ -71,17 +71,23 @@ def test_person_windows_sum_into_a_site_window_once_every_source_passed_it() -> 
     assert late.counts["late"] == 1 and late.outs == []
 
 
-def test_a_silent_source_holds_sites_only_up_to_max_skew() -> None:
-    st, store, res = _stage(SiteConfig(sources=3, max_skew_ms=HOUR_MS)), DictStore(), SiteResult()
+def test_the_watermark_waits_for_every_source_but_not_for_empty_ones() -> None:
+    st, store, res = _stage(SiteConfig(sources=3)), DictStore(), SiteResult()
     st.window(store, 0, _pw("a", T0), res)
-    st.clock(store, 0, 0, T0 + SIZE, res)
-    st.clock(store, 0, 1, T0 + SIZE, res)
-    assert _site_windows(res.outs) == []  # source 2 never reported
     st.clock(store, 0, 0, T0 + SIZE + HOUR_MS, res)
+    st.clock(store, 0, 1, T0 + SIZE, res)
+    assert _site_windows(res.outs) == [] and st.watermark(store, 0) is None  # source 2 never reported
+    st.empty(store, 0, 2, res)  # ... and has no activity at all
+    st.empty(store, 0, 2, res)
     assert len(_site_windows(res.outs)) == 1
-    assert st.watermark(store, 0) == T0 + SIZE
+    assert st.watermark(store, 0) == T0 + SIZE  # source 1 holds
     st.clock(store, 0, 1, T0, res)  # an older clock changes nothing
     assert st.watermark(store, 0) == T0 + SIZE
+    st.clock(store, 0, 2, T0, res)  # the empty source got activity: it holds now
+    assert st.watermark(store, 0) == T0
+    res.commit(store)
+    st.forget()
+    assert st.watermark(store, 0) == T0  # clocks and empties survive a reload
     assert st.watermark(DictStore(), 3) is None
 
 
@@ -211,8 +217,8 @@ def test_retune_filters_by_tenant_and_site_and_needs_a_time() -> None:
 def test_envelopes_and_env_config() -> None:
     assert orjson.loads(window_envelope({"a": 1})) == {"k": "w", "r": {"a": 1}}
     assert orjson.loads(clock_envelope(3, 7)) == {"k": "c", "p": 3, "c": 7}
-    cfg = config_from_env({"NOC_SITE_CONFIG": json.dumps({"baselines": {"min_samples": 2}, "max_skew_ms": 5})})
-    assert cfg.baselines.min_samples == 2 and cfg.max_skew_ms == 5
+    cfg = config_from_env({"NOC_SITE_CONFIG": json.dumps({"baselines": {"min_samples": 2}, "sources": 5})})
+    assert cfg.baselines.min_samples == 2 and cfg.sources == 5
     assert config_from_env({}) == SiteConfig()
 
 
@@ -238,12 +244,14 @@ def test_in_process_run_over_the_pipeline_matches_site_windows_of_the_telemetry_
             lanes[(r.topic, p)] += 1
     refs.mark_loaded()
     st = SiteStage(lambda t, s: "UTC")
+    silent = set(range(6)) - {r.partition for r in records if r.topic == "activity"}
+    assert silent  # this world leaves a person partition without activity
     store, sstore = DictStore(), DictStore()
     got: list[Out] = []
     for i in range(0, len(records), 1000):
         res = pipe.process(store, records[i:i + 1000], 1_900_000_000_000, "t")
         res.commit()
-        sres = st.run_person_outputs(sstore, res.outs, res.clocks)
+        sres = st.run_person_outputs(sstore, res.outs, res.clocks, empty=silent)
         sres.commit(sstore)
         got += sres.outs
     mine = {(w["site_id"], w["window_start"]): w for w in _site_windows(got)}
@@ -252,7 +260,7 @@ def test_in_process_run_over_the_pipeline_matches_site_windows_of_the_telemetry_
     ref = {(o.record["site_id"], o.record["window_start"]): o.record for o in core_outs
            if o.stem == "signal_window" and o.record["scope"] == "SITE"}
     # Over the same input, the telemetry core's SITE windows (fed activity by site directly) are the same for
-    # every window the site stage closed (a person partition without any activity holds it max_skew_ms behind).
+    # every window the site stage closed.
     closed = {k: w for k, w in ref.items() if w["window_end"] <= wm}
     assert set(closed) == set(mine)
     for k, w in closed.items():
