@@ -4,6 +4,7 @@ worker no longer forwards tickets to the feed (the ticket sink does, after valid
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from schemas import serde
 from schemas.topics import topic
 from simulator.config import HOUR_MS, MINUTE_MS, SimConfig
 from simulator.produce import simulate
-from streams.site_stage import request_retune
+from streams.baselines_cli import retune
 from streams.testkit import WorkerProcess, decoded, free_port, group_caught_up, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,8 +93,9 @@ def test_site_windows_baselines_anomalies_feedback_and_retune(kafka_bootstrap: s
         wait_for(lambda: baseline_where(lambda b: b["feedback_total"] >= 1), 20, "the feedback's baseline record")
         assert got[-1]["false_positive_rate"] == 1.0 and got[-1]["false_positives"] == 1
 
-        # On-demand retune: one review, all false positives -> the threshold is raised, stamped in event time.
-        assert request_retune(kafka_bootstrap, ns) == 6
+        # On-demand retune (`noc baselines retune`): one review, all false positives -> threshold raised,
+        # stamped in event time.
+        assert retune(argparse.Namespace(bootstrap=kafka_bootstrap, namespace=ns, tenant=None, site=None)) == 0
         wait_for(lambda: baseline_where(lambda b: b["last_threshold_update"] is not None), 20, "a retuned baseline")
         tuned = got[-1]
         assert tuned["dynamic_threshold"] > before["dynamic_threshold"]

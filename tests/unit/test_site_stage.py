@@ -268,3 +268,14 @@ def test_in_process_run_over_the_pipeline_matches_site_windows_of_the_telemetry_
                   "tour_checkpoints_scanned", "event_count", "tours", "window_id"):
             assert mine[k][f] == w[f], (k, f)
         assert abs(mine[k]["movement_distance_meters"] - w["movement_distance_meters"]) < 0.01
+
+
+def test_baselines_cli_parses_retune() -> None:
+    import argparse
+
+    from streams import baselines_cli
+
+    parser = argparse.ArgumentParser()
+    baselines_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["baselines", "retune", "--namespace", "x", "--tenant", "2", "--site", "s1"])
+    assert (args.func, args.namespace, args.tenant, args.site) == (baselines_cli.retune, "x", 2, "s1")
