@@ -157,7 +157,7 @@ class SiteResult:
     def commit(self, store: StateStore) -> None:
         """Write the changed state (after the outputs were delivered: a crash in between re-emits them)."""
         for (q, key), value in sorted(self.writes.items()):
-            store.put(q, key, value)
+            store.put(q, key, value.to_dict() if isinstance(value, SiteAgg) else value)
         self.writes.clear()
 
 
@@ -202,7 +202,7 @@ class SiteStage:
         return a
 
     def _touch(self, store: StateStore, q: int, key: str, a: SiteAgg, res: SiteResult) -> None:
-        res.writes[(q, key)] = a.to_dict()
+        res.writes[(q, key)] = a  # serialised once per batch, at commit
         due = self._index(store, q)
         d = a.next_due()
         if d is None:
