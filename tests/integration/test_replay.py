@@ -82,8 +82,8 @@ def twins(world: World) -> tuple[ReplayReport, ReplayReport]:
     return a, b
 
 
-OUTPUTS = ["signal-windows", "anomalies", "incidents", "fraud-scores", "ticket-commands", "finding-escalations",
-           "events", "dead-letters"]
+OUTPUTS = ["signal-windows", "baselines", "anomalies", "incidents", "fraud-scores", "ticket-commands",
+           "finding-escalations", "events", "dead-letters"]
 
 
 def test_two_replays_are_byte_identical_and_diff_empty(world: World, twins: tuple[ReplayReport, ReplayReport],
