@@ -292,11 +292,19 @@ class _Windows:
     def _next_window(self, cursor: int | None) -> int | None:
         """The first window at or after ``cursor`` that has signals or overlaps a duty."""
         size = self.cfg.size_ms
-        best = min((s for s in self.open if cursor is None or s >= cursor), default=None)
+        # A plain loop, not min() over a generator: this runs after every signal (hot in the worker).
+        best: int | None = None
+        if cursor is None:
+            if self.open:
+                best = min(self.open)
+        else:
+            for s in self.open:
+                if s >= cursor and (best is None or s < best):
+                    best = s
         for duty in self.duties.values():
             first = duty["start"] // size * size
-            if cursor is not None:
-                first = max(first, cursor)
+            if cursor is not None and first < cursor:
+                first = cursor
             if first < duty["end"] and (best is None or first < best):
                 best = first
         return best
