@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -79,8 +80,17 @@ def _rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (less sensitive than wall time to other load on the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]) -> tuple[float, float, float]:
-    """(events/s, seconds from first record to all committed, peak RSS MB) of one worker over the backlog."""
+    """(events/s, seconds from first record to all committed, peak RSS MB) of one worker over the backlog.
+
+    Also prints how many micro-batches the worker took and the time spent inside them (core, state flush,
+    produce): the rest of the wall time is Faust's consumer path, the event loop and waiting."""
     w = WorkerProcess(ns, bootstrap, work / "faust", free_port(), work / "worker.log", extra).start()
     try:
         wait_for(lambda: w.processed() > 0, 120, "the worker to start processing", every_s=0.05)
@@ -89,16 +99,23 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         dt = time.perf_counter() - t0
         assert w.proc is not None
         rss = _rss_peak_mb(w.proc.pid)
+        cpu = _cpu_s(w.proc.pid)
+        m = w.metrics()
+        batches, inside = m.get("noc_worker_batch_seconds_count", 0.0), m.get("noc_worker_batch_seconds_sum", 0.0)
+        print(f"         {batches:.0f} batches ({total / max(batches, 1):,.0f} records each), {inside:.1f} s inside "
+              f"them ({inside / dt:.0%} of the wall time, {inside / total * 1e6:.0f} µs/record); worker CPU "
+              f"{cpu:.1f} s since its start ({cpu / total * 1e6:.0f} µs/record)")
     finally:
         w.stop()
     return total / dt, dt, rss
 
 
-def latency(bootstrap: str, rate: float, people_cfg: SimConfig, work: Path) -> tuple[int, float, float]:
+def latency(bootstrap: str, rate: float, people_cfg: SimConfig, work: Path,
+            extra: list[str]) -> tuple[int, float, float]:
     """(incidents measured, p50 ms, p99 ms) at a fixed produce rate, worker running live."""
     ns = "bl" + uuid.uuid4().hex[:8]
     apply_topics(bootstrap, ns)
-    w = WorkerProcess(ns, bootstrap, work / "faust-lat", free_port(), work / "worker-lat.log").start()
+    w = WorkerProcess(ns, bootstrap, work / "faust-lat", free_port(), work / "worker-lat.log", extra).start()
     try:
         # partitions assigned and recovered, so the first records do not measure the start-up
         wait_for(lambda: "Worker ready" in w.log_tail(400), 60, "the latency worker to own its partitions")
@@ -131,6 +148,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
     ap.add_argument("--keep", action="store_true", help="keep the namespace")
     ap.add_argument("--state-cache", type=int, default=None, help="worker --state-cache (default: the worker's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="worker --batch-size (default: the worker's)")
+    ap.add_argument("--batch-within", type=float, default=None, help="worker --batch-within (default: the worker's)")
     ap.add_argument("--no-latency", action="store_true")
     args = ap.parse_args()
     bootstrap = settings().bootstrap
@@ -151,13 +170,15 @@ def main() -> None:
         print(f"ceiling  confluent-kafka consume + Avro decode: {n} records in {dt:.2f} s = {ceil:,.0f} events/s")
         with tempfile.TemporaryDirectory() as tmp:
             extra = [] if args.state_cache is None else ["--state-cache", str(args.state_cache)]
+            extra += [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
+            extra += [] if args.batch_within is None else ["--batch-within", str(args.batch_within)]
             rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp), extra)
             print(f"worker   Faust, 1 process, end to end:         {total} records in {wdt:.2f} s = {rate:,.0f} "
                   f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB {' '.join(extra)}")
             if args.no_latency:
                 return
             lat_cfg = SimConfig(seed=8, tenants=1, sites_per_tenant=30, guards_per_site=4, span=24 * 60 * MINUTE_MS)
-            k, p50, p99 = latency(bootstrap, args.rate, lat_cfg, Path(tmp))
+            k, p50, p99 = latency(bootstrap, args.rate, lat_cfg, Path(tmp), extra)
             print(f"latency  at {args.rate:,.0f} events/s: event->incident p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
                   f"({k} incident revisions triggered by an alert or finding)")
     finally:
