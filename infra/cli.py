@@ -19,6 +19,7 @@ AREAS = (
     "sinks.cli",
     "gateway.cli",
     "streams.replay_cli",
+    "streams.baselines_cli",
 )
 
 
