@@ -32,7 +32,7 @@ import orjson
 
 from schemas.topics import PERSON_PARTITIONS, site_key, topic
 from streams.core.baselines import BaselineConfig
-from streams.core.sites import SiteConfig, SiteResult, SiteStage, ticket_feedback
+from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, ticket_feedback
 from streams.core.types import Out, Record
 
 log = logging.getLogger("streams.sites")
@@ -116,7 +116,7 @@ class SiteEdge:
                                       partitions=SITE_PARTITIONS)
         self.table = worker.app.Table("sites", default=None, partitions=SITE_PARTITIONS,
                                       key_type=bytes, value_type=bytes)
-        self.store = TableStore(self.table, worker.sink, self.table.changelog_topic.get_topic_name())
+        self.store: StateStore = TableStore(self.table, worker.sink, self.table.changelog_topic.get_topic_name())
         self.counts: Counter[str] = Counter()
         self._announced: set[int] = set()
         self._stale = True
