@@ -45,6 +45,7 @@ from schemas.topics import BY_SHORT, topic
 from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, PipelineConfig, References, Result
 from streams.core.types import Out
 from streams.core.validate import dead_letter_for_decode_error
+from streams.faust_acks import install as repair_duplicate_acks
 from streams.metrics import WorkerMetrics
 from streams.refs import RefTail
 from streams.site_stage import SiteEdge
@@ -173,6 +174,9 @@ class Worker:
                                                                  max_cached_states=s.max_cached_states),
                                  self.schemas, timer=time.perf_counter)
         self.metrics = WorkerMetrics()
+        # Faust can count an offset twice after a rebalance seek and then commit one offset per second
+        # (streams.faust_acks): dedupe before each commit, logged and counted.
+        repair_duplicate_acks(lambda _tp, n: self.metrics.duplicate_acks.inc(n))
         self.app = faust.App(
             s.app_id,
             broker=f"kafka://{s.bootstrap}",

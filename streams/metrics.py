@@ -31,6 +31,9 @@ class WorkerMetrics:
         self.outputs = Counter("noc_worker_records_produced", "Records produced, by topic", ["topic"], registry=r)
         self.batch_seconds = Histogram("noc_worker_batch_seconds", "Processing time of one consumed batch",
                                        registry=r)
+        self.duplicate_acks = Counter("noc_worker_duplicate_acks_repaired",
+                                      "Duplicate offsets removed from Faust's acked list (streams.faust_acks)",
+                                      registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
