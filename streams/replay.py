@@ -38,7 +38,6 @@ from streams.replay_diff import Snapshot
 from streams.replay_io import PartitionReader, ReplayError, SandboxProducer, Span, check_sandbox, consumer, offset_range
 from streams.replay_merge import Item, merge
 from streams.replay_metrics import Metrics, Truth, metrics
-from streams.site_stage import config_from_env
 
 INPUT_TOPICS: tuple[str, ...] = ("attendance", "activity", "alerts", "audit-findings", "tickets")
 REFERENCE_TOPICS: tuple[str, ...] = ("ref.sites", "ref.people", "ref.shifts")
@@ -252,7 +251,7 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
     def lane(name: str, cfg: ReplayConfig, cache: ModelCache) -> Lane:
         return Lane(name, cfg, Pipeline(refs, cache, _with_component(cfg.pipeline, COMPONENT), schemas),
                     sites=SiteStage(lambda t, s: str((refs.sites.get((t, s)) or {}).get("timezone") or "UTC"),
-                                    config_from_env()))  # the worker's site configuration (NOC_SITE_CONFIG)
+                                    cfg.sites))  # the worker's (NOC_SITE_CONFIG) unless --set baselines.*
 
     lanes = [lane(req.sandbox, req.config, main_cache)]
     if req.compare_live and not req.config.is_live:

@@ -18,6 +18,8 @@ from typing import Any
 
 from simulator.config import parse_duration
 from streams.core.pipeline import PipelineConfig
+from streams.core.sites import SiteConfig
+from streams.site_stage import config_from_env
 
 # alias -> the field name to look for in any section (the first section having it wins)
 ALIASES: dict[str, str] = {
@@ -26,6 +28,7 @@ ALIASES: dict[str, str] = {
     "fraud.cooldown": "fraud_cooldown_ms",
 }
 TOP = "pipeline"  # section name of PipelineConfig's own scalar fields (grace_ms, ...)
+BASELINES = "baselines"  # the site stage's baselines (SiteConfig.baselines), beside the pipeline's sections
 
 
 class OverrideError(ValueError):
@@ -37,6 +40,7 @@ class ReplayConfig:
     """The pipeline configuration a replay runs with; ``overrides`` lists what differs from the live one."""
 
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sites: SiteConfig = field(default_factory=config_from_env)  # the worker's (NOC_SITE_CONFIG)
     model_version: str | None = None  # None: the source namespace's active models (its model-events topic)
     overrides: tuple[tuple[str, str], ...] = ()
 
@@ -55,10 +59,13 @@ class ReplayConfig:
         return float(self.pipeline.escalation.fraud_threshold)
 
 
-def sections(cfg: PipelineConfig) -> dict[str, Any]:
-    """Section name -> the nested config dataclass."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-            if dataclasses.is_dataclass(getattr(cfg, f.name))}
+def sections(cfg: PipelineConfig, sites: SiteConfig | None = None) -> dict[str, Any]:
+    """Section name -> the nested config dataclass (the site stage's baselines as ``baselines``)."""
+    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+           if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    if sites is not None:
+        out[BASELINES] = sites.baselines
+    return out
 
 
 def _coerce(raw: str, default: Any, is_ms: bool) -> Any:
@@ -119,26 +126,30 @@ def apply_overrides(assignments: Iterable[str], model_version: str | None = None
                     base: ReplayConfig | None = None) -> ReplayConfig:
     """A :class:`ReplayConfig` with each ``name=value`` applied in order (later ones win)."""
     cfg = base or ReplayConfig()
-    top = cfg.pipeline
+    top, sites = cfg.pipeline, cfg.sites
     applied = list(cfg.overrides)
     for text in assignments:
         name, raw = parse_assignment(text)
-        secs = sections(top)
+        secs = sections(top, sites)
         section, fname = _resolve(name, secs, top)
         obj = top if section == TOP else secs[section]
         value = _coerce(raw, getattr(obj, fname), fname.endswith("_ms"))
         try:
-            changes: dict[str, Any] = {fname: value} if section == TOP else \
-                {section: dataclasses.replace(obj, **{fname: value})}
-            top = dataclasses.replace(top, **changes)
+            if section == BASELINES:
+                sites = dataclasses.replace(sites, baselines=dataclasses.replace(sites.baselines, **{fname: value}))
+            else:
+                changes: dict[str, Any] = {fname: value} if section == TOP else \
+                    {section: dataclasses.replace(obj, **{fname: value})}
+                top = dataclasses.replace(top, **changes)
         except (ValueError, TypeError) as exc:
             raise OverrideError(f"{name}={raw}: {exc}") from exc
         applied.append((name, raw))
-    return ReplayConfig(pipeline=top, model_version=model_version if model_version is not None else cfg.model_version,
+    return ReplayConfig(pipeline=top, sites=sites,
+                        model_version=model_version if model_version is not None else cfg.model_version,
                         overrides=tuple(applied))
 
 
 def as_dict(cfg: ReplayConfig) -> dict[str, Any]:
     """JSON-able view (for the replay manifest)."""
     return {"model_version": cfg.model_version, "overrides": [list(o) for o in cfg.overrides],
-            "pipeline": dataclasses.asdict(cfg.pipeline)}
+            "pipeline": dataclasses.asdict(cfg.pipeline), "sites": dataclasses.asdict(cfg.sites)}

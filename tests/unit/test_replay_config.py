@@ -53,3 +53,14 @@ def test_bad_overrides_are_refused_clearly(text: str, match: str) -> None:
 def test_parse_assignment_strips() -> None:
     assert parse_assignment(" a.b = 3 ") == ("a.b", "3")
     assert ReplayConfig().fraud_threshold == PipelineConfig().escalation.fraud_threshold
+
+
+def test_anomaly_threshold_and_baselines_settings_reach_the_site_stage() -> None:
+    cfg = apply_overrides(["anomaly.threshold=4.5", "baselines.min_samples=4", "baselines.retune_interval=1d"])
+    assert cfg.sites.baselines.default_threshold == 4.5
+    assert cfg.sites.baselines.min_samples == 4
+    assert cfg.sites.baselines.retune_interval_ms == 86_400_000
+    assert cfg.pipeline == PipelineConfig() and not cfg.is_live
+    assert as_dict(cfg)["sites"]["baselines"]["default_threshold"] == 4.5
+    with pytest.raises(OverrideError, match="baselines has"):
+        apply_overrides(["baselines.nosuch=1"])
