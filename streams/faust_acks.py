@@ -15,16 +15,26 @@ faust/tables/recovery.py and faust/transport/consumer.py:
    guards ``ack()``), so every one of them is in the list twice. ``consecutive_numbers`` over
    ``[c, c, c+1, c+1, ...]`` yields runs of one or two, and each commit moves the offset by one.
 
-The fix: before Faust computes the offset to commit, drop duplicate offsets from ``_acked[tp]``. The set of
-offsets Faust treats as committable is unchanged (gap offsets count as acked in Faust either way); only the
-double counting goes. Each repair is logged as a warning and reported to the listeners (the worker counts it in
-``noc_worker_duplicate_acks_repaired_total``).
+The same bogus gap also loses records: records delivered during the seek but still in the stream queue are
+dropped when recovery resumes flow control (the queue is cleared), their re-fetched copies are dropped by the
+drain loop (below the read offset it just moved past), and the gap makes them count as acked.
+
+The fixes:
+
+* ``perform_seek`` stops the consumer flow before seeking (the in-flight fetch batch is abandoned at its next
+  record, as on a rebalance), so nothing is delivered between the seek and the resume that follows it: every
+  caller (recovery, and ``getmany`` when flow is already stopped) resumes flow after the seek. No bogus gap;
+  records are re-read from the committed offset (the pipeline skips those at or below its offset marker).
+* Belt and braces: before Faust computes the offset to commit, duplicate offsets are dropped from
+  ``_acked[tp]`` (the set of committable offsets is unchanged; only the double counting goes). Each repair is
+  logged as a warning and reported to the listeners (the worker counts it in
+  ``noc_worker_duplicate_acks_repaired_total``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.transport.consumer import Consumer
@@ -35,6 +45,7 @@ log = logging.getLogger("streams.faust_acks")
 Listener = Callable[[TP, int], None]  # (topic partition, duplicates dropped)
 _listeners: list[Listener] = []
 _original: Callable[[Any, TP], int | None] | None = None
+_original_seek: Callable[[Any], Awaitable[None]] | None = None
 
 
 def _dedupe_acked(consumer: Any, tp: TP) -> int:
@@ -61,11 +72,26 @@ def _new_offset(self: Any, tp: TP) -> int | None:
     return _original(self, tp)
 
 
+async def _perform_seek(self: Any) -> None:
+    was_active = self.flow_active
+    self.stop_flow()  # the callers resume flow after the seek
+    try:
+        assert _original_seek is not None
+        await _original_seek(self)
+    except BaseException:
+        if was_active:
+            self.resume_flow()
+        raise
+
+
 def install(listener: Listener | None = None) -> None:
     """Patch Faust's Consumer (once per process) and register ``listener`` for repairs."""
-    global _original
+    global _original, _original_seek
     if _original is None:
         _original = Consumer._new_offset
         Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    if _original_seek is None:
+        _original_seek = Consumer.perform_seek
+        Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
     if listener is not None:
         _listeners.append(listener)

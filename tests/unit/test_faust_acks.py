@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -59,3 +61,33 @@ def test_no_duplicates_no_change() -> None:
     c = _consumer([10, 11, 12, 14], 10)
     assert Consumer._new_offset(c, TP0) == 13
     assert c._acked[TP0] == [14]
+
+
+def _seeking_consumer(fail: bool = False) -> Any:
+    async def seek_to_committed() -> dict[TP, int]:
+        assert not c.flow_active, "records must not flow while the seek moves the read offsets"
+        if fail:
+            raise TimeoutError("broker")
+        return {TP0: 458}
+
+    c = SimpleNamespace(flow_active=True, _read_offset=defaultdict(lambda: None, {TP0: 2359}),
+                        _committed_offset=defaultdict(lambda: None), seek_to_committed=seek_to_committed)
+    c.stop_flow = lambda: setattr(c, "flow_active", False)
+    c.resume_flow = lambda: setattr(c, "flow_active", True)
+    return c
+
+
+def test_perform_seek_stops_the_flow_its_callers_resume() -> None:
+    faust_acks.install()
+    c = _seeking_consumer()
+    asyncio.run(Consumer.perform_seek(c))
+    assert c._read_offset[TP0] == 458 and c._committed_offset[TP0] == 458
+    assert not c.flow_active  # recovery (and getmany) resume the flow after the seek
+
+
+def test_perform_seek_failure_restores_the_flow() -> None:
+    faust_acks.install()
+    c = _seeking_consumer(fail=True)
+    with pytest.raises(TimeoutError):
+        asyncio.run(Consumer.perform_seek(c))
+    assert c.flow_active
