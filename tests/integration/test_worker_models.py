@@ -15,8 +15,8 @@ import pytest
 from models.jobs import TrainJob, activate, run_training
 from models.registry import Registry
 from models.train import TrainConfig
-from simulator.config import DAY_MS, HOUR_MS, SimConfig
-from simulator.generate import Simulation
+from simulator.config import DAY_MS, HOUR_MS, MINUTE_MS, SimConfig
+from simulator.generate import SimRecord, Simulation
 from simulator.produce import run as produce
 from streams.core.feed import FRAUD_FEED_LEVELS
 from streams.testkit import Consumed, WorkerProcess, decoded, free_port, group_caught_up, read_topic, wait_for
@@ -47,6 +47,21 @@ def _ends(records: list[Consumed]) -> dict[int, int]:
     return ends
 
 
+def _forged_pair(records: list[SimRecord], mid: int) -> list[SimRecord]:
+    """Two forged check-ins ten minutes apart by one honest guard: mock location, 1 km off the site, a device
+    nobody registered, a face match of 0.2. The rules score both >= 0.80; the 24 h cooldown allows one ticket."""
+    fraudsters = {r.record["person_id"] for r in records if r.topic == "labels" and r.record["is_fraud"]}
+    punch = next(r for r in records if r.topic == "attendance" and r.record["event_type"] == "CHECK_IN"
+                 and r.record["person_id"] not in fraudsters and r.at < mid - 4 * HOUR_MS)
+    out = []
+    for i, after in enumerate((MINUTE_MS, 11 * MINUTE_MS)):
+        rec = dict(punch.record, event_id=f"{punch.record['event_id']}-forged-{i}", is_mock_location=True,
+                   lat=punch.record["lat"] + 0.01, device_id="forged-device", face_match_score=0.2,
+                   occurred_at=punch.record["occurred_at"] + after, received_at=punch.record["received_at"] + after)
+        out.append(SimRecord(punch.topic, punch.key, punch.stem, rec, punch.at + after))
+    return out
+
+
 def _check_score(s: dict[str, Any]) -> None:
     p = float(s["fraud_probability"])
     assert 0.0 <= p <= 1.0 and s["risk_level"] == _band(p), s
@@ -56,10 +71,10 @@ def _check_score(s: dict[str, Any]) -> None:
 def test_activated_model_hot_reloads_in_running_worker(kafka_bootstrap: str, namespace: str,
                                                        pg_schema: tuple[str, str], tmp_path: Path) -> None:
     dsn = pg_schema[0]
-    home = tmp_path / "noc_home"
     records = list(Simulation(WORLD))
     mid = WORLD.start + WORLD.span // 2
-    first = [r for r in records if r.at < mid]
+    forged = _forged_pair(records, mid)
+    first = sorted([*(r for r in records if r.at < mid), *forged], key=lambda r: r.at)
     second = [r for r in records if r.at >= mid]
     assert first and second
 
@@ -71,16 +86,21 @@ def test_activated_model_hot_reloads_in_running_worker(kafka_bootstrap: str, nam
         # -- before any model: the rules score every released punch
         rep = produce(first, kafka_bootstrap, namespace, progress=None)
         assert rep.ok, rep.errors
-        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace) and bool(_scores(kafka_bootstrap, namespace)),
-                 60, "the worker to score the first batch")
-        before = _scores(kafka_bootstrap, namespace)
-        rules = decoded(before, "fraud_score")
-        assert rules and {s["model_version"] for s in rules} == {"rules-v1"}
+        forged_ids = {f.record["event_id"] for f in forged}
+
+        def forged_scored() -> bool:
+            return forged_ids <= {s["event_id"] for s in decoded(_scores(kafka_bootstrap, namespace), "fraud_score")}
+
+        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace) and forged_scored(), 60,
+                 "the worker to score the first batch")
+        rules = decoded(_scores(kafka_bootstrap, namespace), "fraud_score")
+        assert {s["model_version"] for s in rules} == {"rules-v1"}
+        assert [s["fraud_probability"] >= 0.80 for s in rules if s["event_id"] in forged_ids] == [True, True]
         for s in rules:
             _check_score(s)
 
         # -- a global model trained on another simulated world, registered, activated (model_event published)
-        job = TrainJob(tenant=None, days=10, from_sim=21, algo="xgboost", dsn=dsn, models_dir=home / "models",
+        job = TrainJob(tenant=None, days=10, from_sim=21, algo="xgboost", dsn=dsn, models_dir=tmp_path / "models",
                        bootstrap=kafka_bootstrap, namespace=namespace, config=TrainConfig(n_trees=40, max_depth=4))
         trained = run_training(job, out=io.StringIO())
         assert trained.row is not None
@@ -133,7 +153,11 @@ def test_activated_model_hot_reloads_in_running_worker(kafka_bootstrap: str, nam
     for s in high:
         times = ticketed.get((s["tenant_id"], s["person_id"]), [])
         assert any(abs(s["occurred_at"] - t) < DAY_MS for t in times), s
-    # the activated model's high scores open tickets too (this world's rules reach 0.80 nowhere)
+    # the forged pair: two rules-v1 scores >= 0.80 for one person 10 min apart, one ticket (the first)
+    person = forged[0].record["person_id"]
+    assert [c["related_event_id"] for c in cmds if c["person_id"] == person] == \
+        [s["score_id"] for s in scores if s["event_id"] == forged[0].record["event_id"]]
+    # the activated model's high scores open tickets too (the simulated world's rules reach 0.80 nowhere)
     assert any(by_id[c["related_event_id"]]["model_version"] == version and f"model {version}" in c["description"]
                for c in cmds)
 
