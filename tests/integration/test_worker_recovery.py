@@ -110,8 +110,11 @@ def test_two_workers_one_killed_lose_nothing(kafka_bootstrap: str, namespace: st
     keep = WorkerProcess(namespace, kafka_bootstrap, tmp_path / "a", free_port(), tmp_path / "a.log").start()
     victim = WorkerProcess(namespace, kafka_bootstrap, tmp_path / "b", free_port(), tmp_path / "b.log").start()
     try:
-        wait_for(lambda: keep.processed() > 0 and victim.processed() > 0, 90,
-                 "both workers to own partitions and process records")
+        # Both have processed and committed: a worker SIGKILLed before its first commit can leave its partitions
+        # unfetched by the survivor (faust #629, a known gap in the README), which is not what this test is about.
+        wait_for(lambda: keep.processed() > 0 and victim.processed() > 0
+                 and all(committed >= 0 for committed, _end in group_lag(kafka_bootstrap, namespace).values()),
+                 90, "both workers to own partitions, process records and commit")
         victim.kill()
         try:
             wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 120, "the survivor to take over and catch up")
