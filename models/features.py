@@ -21,6 +21,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from streams.core.geo import haversine_m  # the same great-circle distance as the telemetry windows
+
 Record = dict[str, Any]
 NaN = float("nan")
 
@@ -149,16 +151,6 @@ class DeviceState:
 
 
 # -- geometry and time helpers -------------------------------------------------------------------
-
-_EARTH_RADIUS_M = 6_371_008.8
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
 
 @lru_cache(maxsize=512)
 def _zone(name: str) -> ZoneInfo:

@@ -46,15 +46,7 @@ _SMALL = [_zigzag_varint(i) for i in range(-64, 64)]
 
 
 def encode_long(n: int) -> bytes:
-    if -64 <= n < 64:
-        return _SMALL[n + 64]
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return _SMALL[n + 64] if -64 <= n < 64 else _zigzag_varint(n)
 
 
 def encode_string(s: str) -> bytes:

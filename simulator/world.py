@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from simulator.config import DAY_MS, HOUR_MS, MINUTE_MS, SimConfig
 
 M_PER_DEG_LAT = 111_320.0
-EARTH_RADIUS_M = 6_371_008.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +64,6 @@ def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float
 
 def polar(lat: float, lon: float, dist_m: float, bearing: float) -> tuple[float, float]:
     return offset(lat, lon, dist_m * math.cos(bearing), dist_m * math.sin(bearing))
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 @lru_cache(maxsize=64)
