@@ -23,9 +23,9 @@ concurrency > 1 (see the notes on Faust pitfalls).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -36,16 +36,16 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
 
 from models.reload import on_model_event
 from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import BY_SHORT, topic
-from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, PipelineConfig, References, Result
+from streams.core.pipeline import Pipeline, PipelineConfig, References, Result
 from streams.core.types import Out
 from streams.core.validate import dead_letter_for_decode_error
 from streams.faust_acks import install as repair_duplicate_acks
+from streams.input_loop import InputLoop
 from streams.metrics import WorkerMetrics
 from streams.refs import RefTail
 from streams.site_stage import SiteEdge
@@ -162,7 +162,7 @@ class TableStore:
 
 
 class Worker:
-    """Everything one worker process holds: the Faust app, the pipeline, the reference tail, metrics."""
+    """Everything one worker process holds: the Faust app, the input loop, the pipeline, references, metrics."""
 
     def __init__(self, settings: WorkerSettings, config: PipelineConfig | None = None) -> None:
         self.settings = settings
@@ -174,6 +174,7 @@ class Worker:
                                                                  max_cached_states=s.max_cached_states),
                                  self.schemas, timer=time.perf_counter)
         self.metrics = WorkerMetrics()
+        self.failed: BaseException | None = None
         # Faust can count an offset twice after a rebalance seek and then commit one offset per second
         # (streams.faust_acks): dedupe before each commit, logged and counted.
         repair_duplicate_acks(lambda _tp, n: self.metrics.duplicate_acks.inc(n))
@@ -202,25 +203,20 @@ class Worker:
             broker_heartbeat_interval=2.0,
             logging_config=None,
         )
-        self.short_of = {topic(short, s.namespace): short for short in [*list(INPUT_STEMS), "tickets"]}
-        self.inputs = self.app.topic(*(topic(short, s.namespace) for short in INPUT_STEMS),
-                                     key_type=bytes, value_type=bytes)
         self.tickets = self.app.topic(topic("tickets", s.namespace), key_serializer="raw", value_serializer="raw")
-        self.table = self.app.Table("state", default=None, partitions=BY_SHORT["attendance"].partitions,
-                                    key_type=bytes, value_type=bytes)
+        # Two producers: the input thread's and the Faust loop's (each flushes only what it queued).
         self.sink = Sink(s.bootstrap)
+        self.input_sink = Sink(s.bootstrap)
         self.out_names = {short: topic(short, s.namespace) for short in OUTPUT_TOPICS}
-        self.store = TableStore(self.table, self.sink, self.table.changelog_topic.get_topic_name())
-        self.next_offset: dict[TP, int] = {}
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
-        self.app.agent(self.inputs, name="pipeline", concurrency=1)(self._pipeline_agent)
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
         self.sites = SiteEdge(self)  # SITE windows, baselines, statistical anomalies (streams.site_stage)
-        self._stale = True
-        self.lock = asyncio.Lock()  # the agent and the tick timer share the pipeline's state
-        self.app.timer(2.0)(self._report_lag)
-        self.app.timer(1.0)(self._tick)
-        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]  # faust stub shape
+        self.inputs = InputLoop(bootstrap=s.bootstrap, namespace=s.namespace, pipeline=self.pipeline,
+                                sink=self.input_sink, deliver=self._deliver, count=self._count,
+                                on_error=self._input_failed, batch_size=s.batch_size,
+                                batch_within_s=s.batch_within_s,
+                                lag=lambda t, p, n: self.metrics.lag.labels(t, str(p)).set(n))
+        self.store = self.inputs.store
 
     # -- reference data ------------------------------------------------------------------------------
 
@@ -241,70 +237,23 @@ class Worker:
         self.ref_tail.start()
         return n
 
-    # -- agents ----------------------------------------------------------------------------------------
+    # -- the input thread ------------------------------------------------------------------------------
 
-    async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        self.pipeline.forget_partitions()  # indexes are rebuilt from the table for whatever comes back
-
-    async def _pipeline_agent(self, stream: Any) -> None:
-        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_within_s):
-            t0 = time.perf_counter()
-            batch = []
-            for ev in events:
-                m = ev.message
-                batch.append(Incoming(self.short_of[m.topic], m.partition, m.offset, m.key, m.value,
-                                      round(m.timestamp * 1000)))
-                self.next_offset[TP(m.topic, m.partition)] = m.offset + 1
-            async with self.lock:
-                self._busy_rebalancing()  # events only flow once recovery is done; this resets stale indexes
-                result = self.pipeline.process(self.store, batch, int(time.time() * 1000), self.settings.namespace,
-                                               self._highwaters({inc.partition for inc in batch}))
-                await self._deliver(result)
-            self._count(result, time.perf_counter() - t0)
-
-    async def _deliver(self, result: Result) -> None:
-        """Outputs first (awaited), then the state (offset marker last, awaited); the caller acks after."""
-        self.sites.forward(result.outs, result.clocks)  # PERSON windows + clock markers to the site stage
-        await self._produce(result.outs)
+    def _deliver(self, result: Result) -> None:
+        """Outputs first (acknowledged), then the state (offset marker last, acknowledged); the input loop
+        commits the input offsets after."""
+        sink = self.input_sink
+        self.sites.forward(result.outs, result.clocks, sink.send, self.inputs.empty_activity_partitions())
+        self.produce(sink, result.outs)
         result.commit()
-        self.sink.deliver()
+        sink.deliver()
 
-    def _highwaters(self, partitions: set[int]) -> dict[tuple[str, int], int | None]:
-        """End offsets the consumer knows for the sparse inputs of these partitions (None: not fetched yet)."""
-        consumer = self.app.consumer
-        assigned = consumer.assignment()
-        out: dict[tuple[str, int], int | None] = {}
-        for short in SPARSE:
-            name = topic(short, self.settings.namespace)
-            for p in partitions:
-                tp = TP(name, p)
-                if tp in assigned:
-                    out[(short, p)] = consumer.highwater(tp)
-        return out
+    def _input_failed(self, exc: BaseException) -> None:
+        """The input thread died: stop the whole worker with a failure (a restart redelivers)."""
+        self.failed = exc
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    def _busy_rebalancing(self) -> bool:
-        """True while partitions move or tables recover: the table is then incomplete and must not be read."""
-        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]  # not on the TableManagerT stub
-        if self.app.rebalancing or recovery.in_recovery or not recovery.completed.is_set():
-            self._stale = True
-            return True
-        if self._stale:  # first use after a rebalance: rebuild the in-memory indexes from the recovered table
-            self.pipeline.forget_partitions()
-            self._stale = False
-        return False
-
-    async def _tick(self) -> None:
-        """Move partition clocks held by a sparse input that has since caught up (no new records needed)."""
-        if self._busy_rebalancing():
-            return
-        partitions = {tp.partition for tp in self.app.consumer.assignment()
-                      if tp.topic == topic("activity", self.settings.namespace)}
-        if not partitions:
-            return
-        async with self.lock:
-            result = self.pipeline.tick(self.store, partitions, self._highwaters(partitions))
-            await self._deliver(result)
-        self._count(result, 0.0)
+    # -- the tickets agent (Faust) -----------------------------------------------------------------------
 
     async def _tickets_agent(self, stream: Any) -> None:
         ns = self.settings.namespace
@@ -324,18 +273,18 @@ class Worker:
                     continue
                 # Baseline feedback only: the ticket sink emits ticket_updated once it accepted the change.
                 self.sites.ticket(rec)
-            await self._produce(outs)
+            self.produce(self.sink, outs)
             self.sink.deliver()
 
-    async def _produce(self, outs: list[Out]) -> None:
+    def produce(self, sink: Sink, outs: list[Out]) -> None:
         """Encode and send; wait until all are acknowledged."""
-        encode, send, names = self.schemas.encode, self.sink.send, self.out_names
+        encode, send, names = self.schemas.encode, sink.send, self.out_names
         counts: Counter[str] = Counter()
         for out in outs:
             send(names[out.topic], out.key, encode(out.stem, out.record))
             counts[out.topic] += 1
         if outs:
-            self.sink.deliver()
+            sink.deliver()
         for short, n in counts.items():
             self.metrics.outputs.labels(short).inc(n)
 
@@ -357,19 +306,6 @@ class Worker:
         if seconds > 0:
             m.batch_seconds.observe(seconds)
 
-    async def _report_lag(self) -> None:
-        consumer = self.app.consumer
-        for tp in consumer.assignment():
-            if tp.topic not in self.short_of:
-                continue
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            nxt = self.next_offset.get(tp)
-            if nxt is None:  # nothing consumed yet on this partition: the backlog is everything not yet read
-                continue
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - nxt))
-
 
 def run(settings: WorkerSettings) -> int:
     """Load reference data, start the metrics endpoint, run the Faust worker until stopped."""
@@ -381,10 +317,18 @@ def run(settings: WorkerSettings) -> int:
     if settings.metrics_port:
         worker.metrics.serve(settings.metrics_port)
     fw = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.inputs.start()
     try:
         fw.execute_from_commandline()
+    except SystemExit as exc:  # Faust exits when it stops; the input thread's failure decides the code
+        if worker.failed is None and exc.code not in (0, None):
+            raise
     finally:
+        worker.inputs.stop()
         worker.ref_tail.stop()
+    if worker.failed is not None:
+        log.error("worker stopped because the input loop failed: %r", worker.failed)
+        return 1
     return 0
 
 

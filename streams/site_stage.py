@@ -26,11 +26,12 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
-from schemas.topics import PERSON_PARTITIONS, site_key, topic
+from schemas.topics import PERSON_PARTITIONS, site_key
 from streams.core.baselines import BaselineConfig
 from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, ticket_feedback
 from streams.core.types import Out, Record
@@ -132,30 +133,24 @@ class SiteEdge:
 
     # -- producing side (called from the pipeline and tickets agents) -------------------------------------
 
-    def forward(self, outs: list[Out], clocks: dict[int, int]) -> None:
-        """Queue the PERSON windows of a pipeline result, then its clock markers (delivered with the outputs)."""
-        send = self.worker.sink.send
+    def forward(self, outs: list[Out], clocks: dict[int, int], send: Callable[[str, bytes, bytes, int], None],
+                empty: Iterable[int] = ()) -> None:
+        """Queue the PERSON windows of a pipeline result, then its clock markers (delivered with the outputs).
+
+        ``empty``: assigned person partitions without any activity record; announced once per process, they
+        will never report a clock, so the site watermark must not wait for them."""
         for o in outs:
             if o.stem == "signal_window" and o.record.get("site_id") and o.record.get("scope") == "PERSON":
                 send(self.name, site_key(int(o.record["tenant_id"]), str(o.record["site_id"])),
-                     window_envelope(o.record))
-        for p in self._empty_partitions():
+                     window_envelope(o.record), -1)
+        for p in sorted(set(empty) - self._announced):
+            self._announced.add(p)
             for q in range(SITE_PARTITIONS):
                 send(self.name, b"clock", orjson.dumps({"k": "e", "p": p}), q)
         for p, c in sorted(clocks.items()):
             value = clock_envelope(p, c)
             for q in range(SITE_PARTITIONS):
                 send(self.name, b"clock", value, q)
-
-    def _empty_partitions(self) -> list[int]:
-        """Assigned activity partitions holding no record at all (end offset 0), announced once per process:
-        they will never report a clock, so the site watermark must not wait for them."""
-        consumer = self.worker.app.consumer
-        name = topic("activity", self.worker.settings.namespace)
-        found = sorted(tp.partition for tp in consumer.assignment()
-                       if tp.topic == name and tp.partition not in self._announced and consumer.highwater(tp) == 0)
-        self._announced.update(found)
-        return found
 
     def ticket(self, rec: Record) -> bool:
         """Queue baseline feedback for a ticket that resolves an anomaly; True when one was queued."""
@@ -191,7 +186,7 @@ class SiteEdge:
             for ev in events:
                 m = ev.message
                 self.apply(m.partition, m.value, res)
-            await self.worker._produce(res.outs)
+            self.worker.produce(self.worker.sink, res.outs)
             res.commit(self.store)
             self.worker.sink.deliver()
             for k, n in res.counts.items():

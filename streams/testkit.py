@@ -25,6 +25,7 @@ from schemas.topics import BY_SHORT, topic
 from streams.app import worker_command
 from streams.core.pipeline import INPUT_STEMS, Incoming, Pipeline, References
 from streams.core.types import Out
+from streams.input_loop import pipeline_group
 
 TIMEOUT_S = 30.0
 
@@ -237,18 +238,28 @@ def group_caught_up(bootstrap: str, namespace: str, shorts: Iterable[str] = (*IN
 
 def group_lag(bootstrap: str, namespace: str,
               shorts: Iterable[str] = (*INPUT_STEMS, "tickets")) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> (committed, end) for the input partitions the worker group has not committed to the end."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{namespace}.noc-worker", "enable.auto.commit": False})
-    try:
-        tps, ends = [], {}
-        for short in shorts:
-            name = topic(short, namespace)
-            for p in range(BY_SHORT[short].partitions):
-                low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=TIMEOUT_S)
-                if high > low:
-                    tps.append(TopicPartition(name, p))
-                    ends[(name, p)] = high
-        return {(tp.topic, tp.partition): (tp.offset, ends[(tp.topic, tp.partition)])
-                for tp in c.committed(tps, timeout=TIMEOUT_S) if tp.offset < ends[(tp.topic, tp.partition)]}
-    finally:
-        c.close()
+    """(topic, partition) -> (committed, end) for the input partitions the worker has not committed to the end.
+
+    The person-keyed inputs are committed by the input loop's group (``streams.input_loop``), tickets by
+    Faust's."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    shorts = list(shorts)
+    for group, mine in ((pipeline_group(namespace), [s for s in shorts if s in INPUT_STEMS]),
+                        (f"{namespace}.noc-worker", [s for s in shorts if s not in INPUT_STEMS])):
+        if not mine:
+            continue
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        try:
+            tps, ends = [], {}
+            for short in mine:
+                name = topic(short, namespace)
+                for p in range(BY_SHORT[short].partitions):
+                    low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=TIMEOUT_S)
+                    if high > low:
+                        tps.append(TopicPartition(name, p))
+                        ends[(name, p)] = high
+            out.update({(tp.topic, tp.partition): (tp.offset, ends[(tp.topic, tp.partition)])
+                        for tp in c.committed(tps, timeout=TIMEOUT_S) if tp.offset < ends[(tp.topic, tp.partition)]})
+        finally:
+            c.close()
+    return out

@@ -1,0 +1,302 @@
+"""The worker's input edge: the person-keyed inputs read in batches by librdkafka, handed to the pipeline.
+
+Faust delivers one record at a time through its Stream/Event machinery (about 70 µs of CPU per record here,
+a no-op agent topped out near 12k records/s), which capped the worker far below the plain-consumer ceiling.
+So the four co-partitioned inputs (attendance, activity, alerts, audit-findings) are read by one
+confluent-kafka consumer in its own group ``<ns>.noc-worker-pipeline``, in one thread of the worker
+process, and the batches go straight to :meth:`Pipeline.process`. Faust still runs the rest of the worker
+(tickets, the site stage, their tables) in the same process.
+
+* **Co-partitioning.** The ``range`` assignor gives each member the same partition numbers of every input
+  (all four topics have the same partition count), which is what the per-partition state needs.
+* **State.** One dict (``"<p>|..."`` keys -> orjson bytes), written through to the compacted changelog
+  ``<ns>.noc-worker-pipeline-changelog`` partition ``p`` by the librdkafka producer. On assignment, the
+  partitions this process does not already hold are restored from their changelog partitions (read to the
+  end) before any of their records is processed; partitions no longer assigned are dropped.
+* **At-least-once, in this order per batch:** outputs produced and acknowledged, state changes (offset
+  marker last) produced and acknowledged, then the input offsets committed (synchronously). A crash
+  anywhere redelivers from the last commit; the offset marker skips what the restored state already holds.
+* **Batches** close at ``batch_size`` records or ``batch_within_s`` after their first record, so state is
+  flushed once per batch, not once per record (a key updated 50 times in a batch is written once).
+* On revocation the batch in hand is finished and committed first; on a lost assignment (session timeout)
+  it is dropped uncommitted: another member redoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from schemas.topics import PERSON_PARTITIONS, topic
+from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, Result
+
+log = logging.getLogger("streams.inputs")
+
+TIMEOUT_S = 10.0
+TICK_S = 1.0  # move clocks held by a sparse input that caught up, at most this often while idle
+
+
+def pipeline_group(namespace: str) -> str:
+    return f"{namespace}.noc-worker-pipeline"
+
+
+def changelog_topic(namespace: str) -> str:
+    return f"{namespace}.noc-worker-pipeline-changelog"
+
+
+def ensure_changelog(bootstrap: str, namespace: str) -> None:
+    """Create the compacted state changelog if missing (one partition per input partition)."""
+    from confluent_kafka.admin import NewTopic
+
+    from infra.topics_admin import admin
+
+    client = admin(bootstrap)
+    name = changelog_topic(namespace)
+    if name in client.list_topics(timeout=TIMEOUT_S).topics:
+        return
+    futs = client.create_topics([NewTopic(name, num_partitions=PERSON_PARTITIONS, replication_factor=1,
+                                          config={"cleanup.policy": "compact"})], request_timeout=TIMEOUT_S)
+    for fut in futs.values():
+        try:
+            fut.result(timeout=TIMEOUT_S)
+        except KafkaException as exc:  # only "already exists" (a concurrent worker) is tolerated
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+class ChangelogStore:
+    """The pipeline's :class:`Store`: a dict of orjson bytes, each write also sent to the changelog."""
+
+    def __init__(self, send: Callable[[str, bytes | None, bytes | None, int], None], changelog: str) -> None:
+        self.data: dict[str, bytes] = {}
+        self.send = send
+        self.changelog = changelog
+
+    def get(self, key: str) -> Any:
+        raw = self.data.get(key)
+        return None if raw is None else orjson.loads(raw)
+
+    def put(self, partition: int, key: str, value: Any) -> None:
+        v = orjson.dumps(value)
+        # orjson's bytes keep its whole output buffer (~8 KB even for a 1 KB value); keep a right-sized copy.
+        self.data[key] = bytes(memoryview(v))
+        self.send(self.changelog, key.encode(), v, partition)
+
+    def delete(self, partition: int, key: str) -> None:
+        self.data.pop(key, None)
+        self.send(self.changelog, key.encode(), None, partition)
+
+    def keys(self) -> Iterable[str]:
+        return list(self.data)
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        prefixes = tuple(f"{p}|" for p in partitions)
+        if prefixes:
+            for key in [k for k in self.data if k.startswith(prefixes)]:
+                del self.data[key]
+
+    def restore(self, bootstrap: str, partitions: list[int]) -> int:
+        """Load the latest value of every key of these changelog partitions (read to their end offsets)."""
+        if not partitions:
+            return 0
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{self.changelog}.restore",
+                      "enable.auto.commit": False, "enable.partition.eof": False,
+                      "fetch.max.bytes": 52_428_800, "socket.timeout.ms": 10_000})
+        try:
+            ends: dict[int, int] = {}
+            tps = []
+            for p in partitions:
+                low, high = c.get_watermark_offsets(TopicPartition(self.changelog, p), timeout=TIMEOUT_S)
+                if high > low:
+                    ends[p] = high
+                    tps.append(TopicPartition(self.changelog, p, OFFSET_BEGINNING))
+            n = 0
+            c.assign(tps)
+            deadline = time.monotonic() + 600
+            while ends:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"changelog restore of {sorted(ends)} did not reach its end in 600 s")
+                for m in c.consume(10_000, timeout=1.0):
+                    err = m.error()
+                    if err is not None:
+                        raise KafkaException(err)
+                    key = m.key()
+                    if key is not None:
+                        value = m.value()
+                        if value is None:
+                            self.data.pop(key.decode(), None)
+                        else:
+                            self.data[key.decode()] = value
+                        n += 1
+                    q, off = m.partition(), m.offset()
+                    if q in ends and off is not None and off + 1 >= ends[q]:
+                        del ends[q]
+            return n
+        finally:
+            c.close()
+
+
+class InputLoop:
+    """Consume the inputs in batches, run the pipeline, deliver, commit — in a thread of its own."""
+
+    def __init__(self, *, bootstrap: str, namespace: str, pipeline: Pipeline, sink: Any,
+                 deliver: Callable[[Result], None], count: Callable[[Result, float], None],
+                 on_error: Callable[[BaseException], None], batch_size: int = 20_000,
+                 batch_within_s: float = 0.2, lag: Callable[[str, int, int], None] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.namespace = namespace
+        self.pipeline = pipeline
+        self.sink = sink
+        self.deliver = deliver  # produce outputs (and site forwards), wait; then state; the loop commits after
+        self.count = count
+        self.on_error = on_error
+        self.lag = lag
+        self.batch_size = batch_size
+        self.batch_within_s = batch_within_s
+        self.short_of = {topic(short, namespace): short for short in INPUT_STEMS}
+        self.activity = topic("activity", namespace)
+        ensure_changelog(bootstrap, namespace)
+        self.store = ChangelogStore(sink.send, changelog_topic(namespace))
+        self.assigned: set[int] = set()
+        self.batch: list[Any] = []
+        self.batch_started = 0.0
+        self.stopping = threading.Event()
+        self.ready = threading.Event()  # set once a first assignment was restored (tests, benchmarks)
+        self.thread = threading.Thread(target=self._run, name="noc-inputs", daemon=True)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": pipeline_group(namespace),
+            "client.id": "noc-worker-pipeline",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            # A killed worker's partitions move to the survivors after this long.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 2_000,
+            "max.poll.interval.ms": 300_000,
+            "fetch.max.bytes": 52_428_800,
+            "socket.timeout.ms": 10_000,
+        })
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.consumer.subscribe(sorted(self.short_of), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            last_tick = time.monotonic()
+            while not self.stopping.is_set():
+                msgs = self.consumer.consume(self.batch_size, timeout=0.05)
+                now = time.monotonic()
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        if err.fatal():
+                            raise KafkaException(err)
+                        log.warning("consumer error: %s", err)
+                        continue
+                    if not self.batch:
+                        self.batch_started = now
+                    self.batch.append(m)
+                full = len(self.batch) >= self.batch_size
+                if self.batch and (full or now - self.batch_started >= self.batch_within_s):
+                    self._process()
+                    last_tick = now
+                elif not self.batch and now - last_tick >= TICK_S:
+                    self._tick()
+                    last_tick = now
+            if self.batch:
+                self._process()
+            self.consumer.close()  # leaves the group: the partitions move at once
+        except BaseException as exc:  # the thread's last word: the worker process must stop, not limp on
+            log.exception("input loop failed")
+            self.on_error(exc)
+
+    # -- rebalances (called by librdkafka inside consume(), in this thread) ------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in partitions if tp.topic in self.short_of}
+        gone, new = self.assigned - numbers, sorted(numbers - self.assigned)
+        self.store.drop(gone)
+        self.pipeline.forget_partitions(gone | set(new))
+        t0 = time.perf_counter()
+        n = self.store.restore(self.bootstrap, new)
+        self.assigned = numbers
+        log.info("pipeline: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
+                 sorted(numbers), len(new), n, time.perf_counter() - t0)
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self.batch:
+            self._process()  # finish and commit what is in hand while the partitions are still ours
+        log.info("pipeline: partitions revoked (%d topic partitions)", len(partitions))
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.warning("pipeline: assignment lost; dropping an uncommitted batch of %d records", len(self.batch))
+        self.batch.clear()
+        self.store.drop(self.assigned)
+        self.pipeline.forget_partitions()
+        self.assigned = set()
+
+    # -- batches -----------------------------------------------------------------------------------------
+
+    def highwaters(self, partitions: Iterable[int]) -> dict[tuple[str, int], int | None]:
+        """End offsets librdkafka knows from its fetches for the sparse inputs (None: not fetched yet)."""
+        out: dict[tuple[str, int], int | None] = {}
+        for short in SPARSE:
+            name = topic(short, self.namespace)
+            for p in partitions:
+                high = self.consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)[1]
+                out[(short, p)] = high if high >= 0 else None
+        return out
+
+    def empty_activity_partitions(self) -> list[int]:
+        """Assigned partitions whose activity topic holds no record at all (known end offset 0)."""
+        return sorted(p for p in self.assigned
+                      if self.consumer.get_watermark_offsets(TopicPartition(self.activity, p), cached=True)[1] == 0)
+
+    def _process(self) -> None:
+        t0 = time.perf_counter()
+        batch, self.batch = self.batch, []
+        short_of = self.short_of
+        incs = []
+        offsets: dict[tuple[str, int], int] = {}
+        for m in batch:
+            name, p, off = m.topic(), m.partition(), m.offset()
+            incs.append(Incoming(short_of[name], p, off, m.key(), m.value(), m.timestamp()[1]))
+            offsets[(name, p)] = off + 1
+        parts = {inc.partition for inc in incs}
+        result = self.pipeline.process(self.store, incs, int(time.time() * 1000), self.namespace,
+                                       self.highwaters(parts))
+        self.deliver(result)
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                             asynchronous=False)
+        self.count(result, time.perf_counter() - t0)
+        if self.lag is not None:
+            for (name, p), nxt in offsets.items():
+                high = self.consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)[1]
+                if high >= 0:
+                    self.lag(name, p, max(0, high - nxt))
+
+    def _tick(self) -> None:
+        if not self.assigned:
+            return
+        result = self.pipeline.tick(self.store, self.assigned, self.highwaters(self.assigned))
+        self.deliver(result)
+        self.count(result, 0.0)
