@@ -22,6 +22,7 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -36,7 +37,8 @@ from gateway.hub import FeedEvent, Hub
 from gateway.lag import poll_group_lag
 from gateway.openapi import openapi_document
 from gateway.tokens import TokenVerifier, ensure_schema
-from gateway.ws import dashboard_ws
+from gateway.wire import ExposeServerSend
+from gateway.ws import dashboard_ws, record_sends
 from schemas.topics import topic
 
 log = logging.getLogger("nocstream.gateway")
@@ -49,42 +51,79 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("SET statement_timeout = 5000")
 
 
+_LATENCY_UPDATE = (
+    "UPDATE event_log e SET broadcast_at = to_timestamp(v.sent_at), broadcast_latency_ms = v.lat_ms "
+    "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[]) "
+    "AS v(event_id, ts_ms, tenant_id, sent_at, lat_ms) "
+    "WHERE e.event_id = v.event_id AND e.ts = to_timestamp(v.ts_ms / 1000.0) AND e.tenant_id = v.tenant_id "
+    "AND e.broadcast_latency_ms IS NULL RETURNING e.event_id, e.tenant_id")
+
+
 async def _flush_latencies(app: Starlette) -> None:
     """Write each event's first broadcast latency to event_log (the sink inserts the row; we only update it).
 
-    A row the sink has not written yet is retried for a while, then given up (the histogram still has it).
+    One statement a second for everything pending. A row the sink has not written yet is retried for a while,
+    then given up (the histogram still has it).
     """
-    pending: dict[tuple[str, int], tuple[FeedEvent, float, float, int]] = {}
+    pending: dict[tuple[str, int], tuple[int, float, float, int]] = {}  # key -> (ts ms, latency s, sent at, tries)
     while True:
         await asyncio.sleep(1.0)
         log_: deque[tuple[FeedEvent, float]] = app.state.sent_log
         while log_:
             ev, lat = log_.popleft()
-            pending.setdefault((ev.event_id, ev.tenant_id), (ev, lat, time.time() - lat, 0))
+            key = (ev.event_id, ev.tenant_id)
+            if key not in pending:
+                pending[key] = (int(orjson.loads(ev.data)["timestamp"]), lat, time.time() - lat, 0)
         if not pending:
             continue
-        done: list[tuple[str, int]] = []
+        items = list(pending.items())
         try:
             async with app.state.pool.connection(timeout=5) as db:
-                for key, (ev, lat, sent_at, tries) in list(pending.items()):
-                    payload = orjson.loads(ev.data)
-                    cur = await db.execute(
-                        "UPDATE event_log SET broadcast_at = to_timestamp(%s), broadcast_latency_ms = %s "
-                        "WHERE event_id = %s AND ts = to_timestamp(%s / 1000.0) AND tenant_id = %s "
-                        "AND broadcast_latency_ms IS NULL",
-                        (sent_at, lat * 1000, ev.event_id, payload["timestamp"], ev.tenant_id))
-                    if cur.rowcount or tries >= 30:
-                        done.append(key)
-                    else:
-                        pending[key] = (ev, lat, sent_at, tries + 1)
+                cur = await db.execute(_LATENCY_UPDATE, (
+                    [k[0] for k, _ in items], [v[0] for _, v in items], [k[1] for k, _ in items],
+                    [v[2] for _, v in items], [v[1] * 1000 for _, v in items]))
+                done = {(str(r[0]), int(r[1])) for r in await cur.fetchall()}
         except psycopg.errors.UndefinedTable:
             pending.clear()  # no event_log in this database: the histogram is the only record
+            continue
         except (psycopg.OperationalError, TimeoutError) as exc:
             log.warning("event_log latency update failed: %s", exc)
-        for key in done:
-            pending.pop(key, None)
+            continue
+        for key, (ts_ms, lat, sent_at, tries) in items:
+            if key in done or tries >= 30:
+                del pending[key]
+            else:
+                pending[key] = (ts_ms, lat, sent_at, tries + 1)
         if len(pending) > 50_000:
             pending.clear()
+
+
+class FlushTicker:
+    """Runs ``hub.flush`` at most once per tick: the first events after a quiet tick go out on the next loop step,
+    later ones wait for the end of the tick and share its frames. The tick is ``tick_s``, or longer with many
+    clients: ``clients / frame_budget`` keeps the writes per second (what costs, mostly in the kernel) bounded."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hub: Hub, tick_s: float, frame_budget: int) -> None:
+        self._loop = loop
+        self._hub = hub
+        self._tick = tick_s
+        self._budget = frame_budget
+        self._handle: asyncio.Handle | None = None
+        self._last = float("-inf")
+
+    def kick(self) -> None:
+        if self._handle is not None:
+            return
+        due = self._last + max(self._tick, self._hub.n_clients / self._budget)
+        if due <= self._loop.time():
+            self._handle = self._loop.call_soon(self._run)
+        else:
+            self._handle = self._loop.call_at(due, self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        self._last = self._loop.time()
+        self._hub.flush()
 
 
 def create_app(config: GatewayConfig | None = None) -> Starlette:
@@ -107,9 +146,12 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             # keeps a busy loop from delaying the hand-over of each consumed batch by whole milliseconds.
             sys.setswitchinterval(0.0005)
 
+            ticker = FlushTicker(loop, app.state.hub, cfg.ws_tick_s, cfg.ws_frame_budget)
+
             def deliver(batch: list[FeedEvent]) -> None:
                 observe_feed(batch)
-                app.state.hub.publish(batch)
+                if app.state.hub.add(batch):
+                    ticker.kick()
             consumer = FeedConsumer(cfg.bootstrap, cfg.namespace, loop, deliver, cfg.group_id, warm=cfg.ring_size)
             consumer.start()
             app.state.consumer = consumer
@@ -176,11 +218,12 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         WebSocketRoute("/ws/noc/dashboard", dashboard_ws),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ExposeServerSend)],
                     exception_handlers={404: not_found, 405: not_found, 500: server_error})
     app.state.config = cfg
     app.state.cache = TTLCache(cfg.cache_ttl_s, cfg.cache_max_entries)
     app.state.hub = Hub(cfg.ring_size)
+    app.state.hub.on_direct = lambda events, n: record_sends(events, n, app.state.sent_log)
     app.state.connections = set()
     app.state.sent_log = deque(maxlen=100_000)
     app.state.events_topic = topic("events", cfg.namespace)

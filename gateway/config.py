@@ -28,9 +28,12 @@ class GatewayConfig:
     heartbeat_s: float = 15.0
     token_cache_s: float = 30.0  # how long a token lookup is trusted (so revocation takes up to this long)
     token_recheck_s: float = 30.0  # an open WebSocket is closed (4401) once its token is revoked or expired
-    # WebSocket frames per second this process aims to stay under: each client sends at most one frame every
-    # clients/budget seconds, coalescing the events that arrive meanwhile (1,000 clients -> one frame per 50 ms).
+    # WebSocket frames per second this process aims to stay under: a tick lasts at least clients/budget seconds,
+    # coalescing the events that arrive meanwhile (1,000 clients -> one frame per client per 50 ms at most).
     ws_frame_budget: int = field(default_factory=lambda: int(os.environ.get("NOC_GATEWAY_FRAME_BUDGET") or 20_000))
+    # The live feed goes out in ticks: the events of one tick share one frame per (tenant, filters) group, encoded
+    # once and written to every caught-up client. The first event after a quiet tick goes out at once.
+    ws_tick_s: float = field(default_factory=lambda: float(os.environ.get("NOC_GATEWAY_TICK_MS") or 20) / 1000)
     max_ws_message_bytes: int = 4_096
     db_timeout_s: float = 5.0
     pool_min: int = 1

@@ -4,6 +4,13 @@ Everything here runs on the event loop thread (the Kafka consumer thread hands b
 ``loop.call_soon_threadsafe``), so registering a client and snapshotting the ring for its resume happen
 atomically with respect to new events: nothing can slip between the replay and the live stream.
 
+Delivery is batched: the app calls :meth:`Hub.add` for each consumed batch and :meth:`Hub.flush` once per short
+tick (``ws_tick_s``). A flush builds one frame per (tenant, filters) group from the tick's events and offers the
+*same bytes* to every client of the group through its ``direct`` writer (a client that is live, caught up and
+writable); only a client that cannot take it now (paused for a resume, holding a backlog, its socket full) gets
+the events in its own bounded queue, drained by its sender task. Per-event per-client Python work is gone from
+the common path: the cost of a flush is one frame per group plus one write per client.
+
 Resume contract (see docs in ws.py): every event carries ``event_id`` and a ``cursor`` ``"<partition>:<offset>"``.
 A client that reconnects sends the last ``event_id`` (and cursor) it saw. If that id is still in this
 process's ring the events after it are replayed from memory; otherwise, if the cursor is given, the gap is
@@ -16,6 +23,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+EVENTS_PREFIX = b'{"type":"events","events":['
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +63,43 @@ class Filters:
             self.site_ids is None or (ev.site_id is not None and ev.site_id in self.site_ids))
 
 
+    def key(self) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+        return self.types, self.site_ids
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 5.2): what a server sends, byte for byte."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class SharedFrame:
+    """The events of one tick for one filter group, encoded once (JSON, then the WebSocket frame) for all."""
+
+    __slots__ = ("_payload", "_wire", "events")
+
+    def __init__(self, events: list[FeedEvent]) -> None:
+        self.events = events
+        self._payload: bytes | None = None
+        self._wire: bytes | None = None
+
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = EVENTS_PREFIX + b",".join(e.data for e in self.events) + b"]}"
+        return self._payload
+
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = ws_text_frame(self.payload())
+        return self._wire
+
+
 class Overflow(Exception):
     """The client's queue is full: it reads slower than events arrive."""
 
@@ -68,6 +114,9 @@ class Client:
     overflowed: bool = False
     paused: bool = False  # while a Kafka resume is in flight, live events queue up but are not sent
     wake: Callable[[], None] = lambda: None
+    # Writes a shared frame straight to the client's socket; False when it cannot right now (the hub then
+    # queues the events for the sender task instead). None: the client always goes through its queue.
+    direct: Callable[[SharedFrame], bool] | None = None
 
     def offer(self, ev: FeedEvent, replay: bool = False) -> None:
         if ev.offset <= self.last_offset.get(ev.partition, -1):
@@ -126,7 +175,11 @@ class Hub:
         self.rings: dict[int, TenantRing] = {}
         self.clients: dict[int, set[Client]] = {}
         self.on_overflow: Callable[[Client], None] = lambda c: None
+        # Called after a group's frame went out directly to ``n`` clients (metrics, latency).
+        self.on_direct: Callable[[list[FeedEvent], int], None] = lambda evs, n: None
         self.n_clients = 0
+        self.pending: dict[int, list[FeedEvent]] = {}  # tenant -> live events added since the last flush
+        self._groups: dict[int, list[tuple[Filters, list[Client]]]] = {}  # tenant -> clients by filters (cache)
 
     def ring(self, tenant_id: int) -> TenantRing:
         r = self.rings.get(tenant_id)
@@ -134,8 +187,8 @@ class Hub:
             r = self.rings[tenant_id] = TenantRing(self.ring_size)
         return r
 
-    def publish(self, events: Iterable[FeedEvent]) -> int:
-        """Hand events to the ring and to matching clients of the same tenant; returns events accepted."""
+    def add(self, events: Iterable[FeedEvent]) -> int:
+        """Keep events in the rings and queue the live ones for the next :meth:`flush`; returns events accepted."""
         accepted = 0
         for ev in events:
             if not self.ring(ev.tenant_id).add(ev):
@@ -143,14 +196,72 @@ class Hub:
             accepted += 1
             if not ev.live:
                 continue  # warm-up history: kept for resume only
-            for client in tuple(self.clients.get(ev.tenant_id, ())):
-                if client.overflowed:
-                    continue
-                try:
-                    client.offer(ev)
-                except Overflow:
-                    self.on_overflow(client)
+            if ev.tenant_id in self.clients:
+                self.pending.setdefault(ev.tenant_id, []).append(ev)
         return accepted
+
+    def publish(self, events: Iterable[FeedEvent]) -> int:
+        """:meth:`add` then :meth:`flush` at once (no batching window)."""
+        accepted = self.add(events)
+        self.flush()
+        return accepted
+
+    def flush(self) -> int:
+        """Deliver the events added since the last flush; returns how many clients took a shared frame."""
+        pending, self.pending = self.pending, {}
+        direct = 0
+        for tenant, evs in pending.items():
+            for filters, members in self._groups_of(tenant):
+                if filters.types is None and filters.site_ids is None:
+                    matching = evs
+                else:
+                    matching = [e for e in evs if filters.match(e)]
+                if matching:
+                    direct += self._deliver(SharedFrame(matching), members)
+        return direct
+
+    def _deliver(self, frame: SharedFrame, members: list[Client]) -> int:
+        evs = frame.events
+        low: dict[int, int] = {}
+        high: dict[int, int] = {}
+        ordered = True  # offsets rise within each partition (the consumer's order): then a frame is all-or-nothing
+        for e in evs:
+            if e.partition not in low:
+                low[e.partition] = e.offset
+            elif e.offset <= high[e.partition]:
+                ordered = False
+            high[e.partition] = max(e.offset, high.get(e.partition, -1))
+        sent = 0
+        for client in members:
+            if client.overflowed:
+                continue
+            # Fast path: caught up (nothing queued, nothing of this frame seen before) and writable now.
+            if (ordered and client.direct is not None and not client.queue and not client.paused
+                    and all(client.last_offset.get(p, -1) < o for p, o in low.items()) and client.direct(frame)):
+                client.last_offset.update(high)
+                sent += 1
+                continue
+            try:
+                for ev in evs:
+                    client.offer(ev)
+            except Overflow:
+                self.on_overflow(client)
+        if sent:
+            self.on_direct(evs, sent)
+        return sent
+
+    def _groups_of(self, tenant: int) -> list[tuple[Filters, list[Client]]]:
+        groups = self._groups.get(tenant)
+        if groups is None:
+            by_key: dict[tuple[frozenset[str] | None, frozenset[str] | None], tuple[Filters, list[Client]]] = {}
+            for c in self.clients.get(tenant, ()):
+                by_key.setdefault(c.filters.key(), (c.filters, []))[1].append(c)
+            groups = self._groups[tenant] = list(by_key.values())
+        return groups
+
+    def set_filters(self, client: Client, filters: Filters) -> None:
+        client.filters = filters
+        self._groups.pop(client.tenant_id, None)
 
     def attach(self, client: Client, resume_from: str | None) -> tuple[str, int]:
         """Register ``client`` and queue its replay; returns (how it resumed, events replayed).
@@ -162,6 +273,7 @@ class Hub:
         if client not in group:
             group.add(client)
             self.n_clients += 1
+            self._groups.pop(client.tenant_id, None)
         if resume_from is None:
             return "live", 0
         after = self.ring(client.tenant_id).after(resume_from)
@@ -181,6 +293,7 @@ class Hub:
         if group is not None and client in group:
             group.discard(client)
             self.n_clients -= 1
+            self._groups.pop(client.tenant_id, None)
             if not group:
                 del self.clients[client.tenant_id]
 

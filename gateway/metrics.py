@@ -19,6 +19,8 @@ ML_PREDICTION_LATENCY = Histogram("noc_ml_prediction_latency_seconds",
 WS_BROADCASTS = Counter("noc_websocket_broadcasts_total", "Events sent to WebSocket clients", ["type"])
 WS_BROADCAST_LATENCY = Histogram("noc_websocket_broadcast_latency_seconds",
                                  "Kafka produce timestamp to WebSocket send", ["type"], buckets=_LAT)
+WS_FRAMES = Counter("noc_websocket_frames_total", "Event frames sent: 'shared' (one encoding written to every "
+                    "caught-up client of a group) or 'queue' (a client's own backlog)", ["path"])
 WS_CLIENTS = Gauge("noc_websocket_clients", "Connected WebSocket clients")
 WS_CLOSED = Counter("noc_websocket_closed_total", "WebSocket closes by the gateway, by code", ["code"])
 FRAUD_DETECTIONS = Counter("noc_fraud_detections_total", "fraud_scored events at high or critical risk",

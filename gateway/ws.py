@@ -7,7 +7,8 @@ Protocol (JSON text frames):
   "resume_from": "<event_id>"|null, "cursor": "<partition>:<offset>"|null}``; no events flow before the first
   subscribe; later subscribes only change the filters (resume is honoured once per connection);
 - server → ``{"type": "subscribed", "filters", "resume": "live"|"ring"|"kafka"|"kafka-partial"|"unavailable",
-  "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames (several events per frame under load);
+  "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames: the events of one short tick
+  (``ws_tick_s``, default 20 ms) in one frame, in feed order (the first event after a quiet spell goes at once);
 - client → ``{"action": "ping"}`` → ``{"type": "pong"}``; server → ``{"type": "heartbeat"}`` when idle.
 
 Close codes: 1003 binary frame, 1007 invalid message, 1009 message too big, 4008 slow consumer (queue full),
@@ -33,9 +34,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import auth
 from gateway.config import GatewayConfig
 from gateway.consumer import read_back
-from gateway.hub import Client, FeedEvent, Filters, Hub, parse_cursor
-from gateway.metrics import WS_BROADCAST_LATENCY, WS_BROADCASTS, WS_CLIENTS, WS_CLOSED
+from gateway.hub import Client, FeedEvent, Filters, Hub, SharedFrame, parse_cursor, ws_text_frame
+from gateway.metrics import WS_BROADCAST_LATENCY, WS_BROADCASTS, WS_CLIENTS, WS_CLOSED, WS_FRAMES
 from gateway.tokens import TokenVerifier
+from gateway.wire import raw_writer
 
 log = logging.getLogger("nocstream.gateway.ws")
 EVENT_TYPES = frozenset({"alert_created", "finding_created", "finding_escalated", "anomaly_detected",
@@ -94,6 +96,28 @@ def parse_client_message(text: str, max_bytes: int) -> dict[str, Any]:
     return msg
 
 
+FRAMES_SHARED, FRAMES_QUEUE = WS_FRAMES.labels("shared"), WS_FRAMES.labels("queue")
+
+
+def record_sends(events: list[FeedEvent], clients: int, sent_log: deque[tuple[FeedEvent, float]],
+                 queued: bool = False) -> None:
+    """Metrics of one frame sent to ``clients`` clients: counts per type, and each event's latency once per process
+    (at its first send), also queued for event_log. Per-delivery work stays minimal: 1,000 clients multiply it."""
+    now_ms = time.time() * 1000
+    by_type: dict[str, int] = {}
+    for ev in events:
+        by_type[ev.type] = by_type.get(ev.type, 0) + clients
+        if not ev.sent:
+            ev.sent = True
+            if ev.live:
+                lat = max(0.0, (now_ms - ev.produced_ms) / 1000)
+                WS_BROADCAST_LATENCY.labels(ev.type).observe(lat)
+                sent_log.append((ev, lat))
+    for type_, n in by_type.items():
+        WS_BROADCASTS.labels(type_).inc(n)
+    (FRAMES_QUEUE if queued else FRAMES_SHARED).inc(clients)
+
+
 class Connection:
     def __init__(self, ws: WebSocket, hub: Hub, cfg: GatewayConfig, tenant_id: int, topic_name: str) -> None:
         self.ws = ws
@@ -102,13 +126,16 @@ class Connection:
         self.topic = topic_name
         self.client = Client(tenant_id, cfg.client_queue_max, paused=True)
         self.client.wake = self._wake
+        self.raw = raw_writer(ws)
+        if self.raw is not None:
+            self.client.direct = self._direct
         self.event = asyncio.Event()
         self.control: deque[bytes] = deque()
         self.attached = False
         self.close_code = 1000
         self.close_reason = ""
         self.sending = False
-        self.last_send = 0.0
+        self.last_send = time.monotonic()
         self.sender: asyncio.Task[None] | None = None
         # (event, latency s) of every live send, drained once a second into event_log by app.py
         self.sent_log: deque[tuple[FeedEvent, float]] = ws.app.state.sent_log
@@ -118,6 +145,14 @@ class Connection:
         if self.client.overflowed and self.sending and self.sender is not None:
             self.sender.cancel()  # blocked writing to a client that does not read: stop now
 
+    def _direct(self, frame: SharedFrame) -> bool:
+        """The hub's fast path: the group's frame straight to the socket, unless this connection's own sender
+        has something in flight or queued (control messages first, and never two writers interleaving)."""
+        if self.sending or self.control or self.raw is None or not self.raw.write(frame.wire()):
+            return False
+        self.last_send = time.monotonic()
+        return True
+
     def say(self, obj: dict[str, Any]) -> None:
         self.control.append(orjson.dumps(obj))
         self.event.set()
@@ -125,6 +160,10 @@ class Connection:
     async def _send(self, data: bytes) -> None:
         self.sending = True
         try:
+            if self.raw is not None:  # frame it ourselves: no text round trip, no per-message protocol machinery
+                await self.raw.writable()
+                if self.raw.write(ws_text_frame(data)):
+                    return
             await self.ws.send({"type": "websocket.send", "text": data.decode("utf-8")})
         finally:
             self.sending = False
@@ -134,14 +173,16 @@ class Connection:
         while True:
             try:
                 if not self.event.is_set():  # wait_for costs a task: skip it when there is work already
-                    await asyncio.wait_for(self.event.wait(), self.cfg.heartbeat_s)
+                    idle = time.monotonic() - self.last_send
+                    await asyncio.wait_for(self.event.wait(), max(0.0, self.cfg.heartbeat_s - idle))
             except TimeoutError:
-                await self._send(orjson.dumps({"type": "heartbeat", "server_time": int(time.time() * 1000)}))
+                if time.monotonic() - self.last_send >= self.cfg.heartbeat_s:  # frames went out directly meanwhile
+                    await self._send(orjson.dumps({"type": "heartbeat", "server_time": int(time.time() * 1000)}))
                 continue
             self.event.clear()
             if self.client.overflowed:
                 return
-            # Coalesce under load: with many clients, frames (not events) are what cost CPU.
+            # Coalesce a backlog under load: with many clients, frames (not events) are what cost CPU.
             gap = self.hub.n_clients / self.cfg.ws_frame_budget - (time.monotonic() - self.last_send)
             if gap > 0.001 and self.client.queue:
                 await asyncio.sleep(gap)
@@ -151,21 +192,8 @@ class Connection:
                 await self._send(self.control.popleft())
             while not self.client.paused and self.client.queue:
                 batch = self.client.take(FRAME_MAX_EVENTS)
-                await self._send(b'{"type":"events","events":[' + b",".join(e.data for e in batch) + b"]}")
-                now_ms = time.time() * 1000
-                # Per-delivery work stays minimal (1,000 clients multiply it): counts per frame, and each
-                # event's latency once per process, at its first send.
-                by_type: dict[str, int] = {}
-                for ev in batch:
-                    by_type[ev.type] = by_type.get(ev.type, 0) + 1
-                    if not ev.sent:
-                        ev.sent = True
-                        if ev.live:
-                            lat = max(0.0, (now_ms - ev.produced_ms) / 1000)
-                            WS_BROADCAST_LATENCY.labels(ev.type).observe(lat)
-                            self.sent_log.append((ev, lat))
-                for type_, n in by_type.items():
-                    WS_BROADCASTS.labels(type_).inc(n)
+                await self._send(SharedFrame(batch).payload())
+                record_sends(batch, 1, self.sent_log, queued=True)
                 if self.client.overflowed:
                     return
 
@@ -184,7 +212,7 @@ class Connection:
 
     async def _subscribe(self, msg: dict[str, Any]) -> None:
         c = self.client
-        c.filters = Filters(msg["types"], msg["site_ids"])
+        self.hub.set_filters(c, Filters(msg["types"], msg["site_ids"]))
         filters = {"types": sorted(msg["types"]) if msg["types"] is not None else None,
                    "site_ids": sorted(msg["site_ids"]) if msg["site_ids"] is not None else None}
         if self.attached:

@@ -108,7 +108,7 @@ class RawConn:
     async def get(self, path: str) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}\r\n\r\n"
                           .encode())
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
@@ -184,92 +184,128 @@ def _mask_frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-class RawWs:
-    """A minimal WebSocket client (RFC 6455 framing) so 1,000 receivers cost little next to the gateway."""
+class WsClient(asyncio.Protocol):
+    """A minimal WebSocket client (RFC 6455 framing) as a bare asyncio Protocol, so 1,000 receivers cost little
+    next to the gateway: no stream reader, no task per message; frames are parsed straight off ``data_received``.
+    Timed clients parse each frame's JSON for produce -> receipt latency; the others only count events."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    MARKER = b'"event_id":"bench-'
 
-    @classmethod
-    async def open(cls, url: str, token: str) -> RawWs:
-        hostport, path = url.removeprefix("ws://").split("/", 1)
-        host, port = hostport.split(":")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 30)
+    def __init__(self, token: str, hostport: str, path: str, timed: bool, expect: int, lat: list[float],
+                 ready: Any) -> None:
+        self.token, self.hostport, self.path, self.timed, self.expect = token, hostport, path, timed, expect
+        self.lat, self.ready = lat, ready
+        self.buf = bytearray()
+        self.upgraded = False
+        self.texts = 0
+        self.got = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Protocol: noc.v1, bearer.{token}\r\n\r\n").encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(head[:100].decode(errors="replace"))
-        return cls(reader, writer)
+        transport.write((f"GET /{self.path} HTTP/1.1\r\nHost: {self.hostport}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                         f"Sec-WebSocket-Protocol: noc.v1, bearer.{self.token}\r\n\r\n").encode())
 
-    async def send(self, text: str) -> None:
-        self.writer.write(_mask_frame(0x1, text.encode()))
-        await self.writer.drain()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(ConnectionError(f"connection lost: {exc!r}"))
 
-    async def recv(self) -> bytes:
-        while True:
-            b0, b1 = await self.reader.readexactly(2)
-            n = b1 & 0x7F
+    def _finish(self, exc: BaseException | None = None) -> None:
+        if not self.done.done():
+            if exc is None or self.got >= self.expect:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(exc)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self._finish(RuntimeError(bytes(buf[:100]).decode(errors="replace")))
+                return
+            self.upgraded = True
+            pos = end + 4
+        n_buf = len(buf)
+        while n_buf - pos >= 2:
+            opcode, n = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+            head = 2
             if n == 126:
-                n = int.from_bytes(await self.reader.readexactly(2), "big")
+                if n_buf - pos < 4:
+                    break
+                n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
             elif n == 127:
-                n = int.from_bytes(await self.reader.readexactly(8), "big")
-            payload = await self.reader.readexactly(n)
-            opcode = b0 & 0x0F
-            if opcode == 0x9:
-                self.writer.write(_mask_frame(0xA, payload))
+                if n_buf - pos < 10:
+                    break
+                n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if n_buf - pos < head + n:
+                break
+            payload = bytes(buf[pos + head:pos + head + n])
+            pos += head + n
+            if opcode == 0x1:
+                self.on_text(payload)
+            elif opcode == 0x9 and self.transport is not None:
+                self.transport.write(_mask_frame(0xA, payload))
             elif opcode == 0x8:
-                raise ConnectionError(f"closed {payload[:2].hex()} {payload[2:].decode(errors='replace')}")
-            elif opcode == 0x1:
-                return payload
+                self._finish(ConnectionError(f"closed {payload[:2].hex()} {payload[2:].decode(errors='replace')}"))
+        del buf[:pos]
+
+    def on_text(self, raw: bytes) -> None:
+        self.texts += 1
+        if self.texts == 1:  # hello
+            assert self.transport is not None
+            self.transport.write(_mask_frame(0x1, b'{"action":"subscribe"}'))
+            return
+        if self.texts == 2:  # subscribed
+            self.ready.put(1)
+            return
+        if not self.timed:
+            self.got += raw.count(self.MARKER)
+        else:
+            now = time.time() * 1000
+            msg = orjson.loads(raw)
+            if msg["type"] == "events":
+                for ev in msg["events"]:
+                    if ev["event_id"].startswith("bench-"):
+                        self.got += 1
+                        self.lat.append(now - ev["produced_at"])
+        if self.got >= self.expect:
+            self._finish()
 
 
 def ws_client_proc(url: str, token: str, n: int, expect: int, ready: Any, go: Any, out: Any, timeout: float,
-                   sample_every: int) -> None:
-    marker = b'"event_id":"bench-'
-
-    async def client(idx: int, lat: list[float], counts: list[int]) -> None:
-        ws = await RawWs.open(url, token)
-        await ws.recv()  # hello
-        await ws.send('{"action":"subscribe"}')
-        await ws.recv()  # subscribed
-        ready.put(1)
-        got = 0
-        timed = idx % sample_every == 0  # only some clients parse JSON: the rest count events
-        deadline = time.monotonic() + timeout
-        while got < expect and time.monotonic() < deadline:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            if not timed:
-                got += raw.count(marker)
-                continue
-            now = time.time() * 1000
-            msg = orjson.loads(raw)
-            if msg["type"] != "events":
-                continue
-            for ev in msg["events"]:
-                if ev["event_id"].startswith("bench-"):
-                    got += 1
-                    lat.append(now - ev["produced_at"])
-        counts.append(got)
-        ws.writer.close()
+                   sample_every: int, first: int) -> None:
+    hostport, path = url.removeprefix("ws://").split("/", 1)
+    host, port = hostport.split(":")
 
     async def main() -> None:
         lat: list[float] = []
-        counts: list[int] = []
-        tasks = []
+        clients: list[WsClient] = []
+        loop = asyncio.get_running_loop()
         for i in range(n):
-            tasks.append(asyncio.create_task(client(i, lat, counts)))
+            idx = first + i
+            _, c = await asyncio.wait_for(loop.create_connection(
+                lambda idx=idx: WsClient(token, hostport, path, idx % sample_every == 0, expect, lat, ready),  # type: ignore[misc]
+                host, int(port)), 30)
+            clients.append(c)
             await asyncio.sleep(0.002)  # do not stampede the accept queue
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        cpu0 = time.process_time()  # connected: from here on the receive loop is what costs
+        done, _ = await asyncio.wait([c.done for c in clients], timeout=timeout)
+        errors = [f.exception() for f in done if f.exception() is not None]
         if errors:
             print(f"{len(errors)} client(s) failed, e.g. {errors[0]!r}", file=sys.stderr)
-        out.put((lat, counts))
+        counts = [c.got for c in clients]
+        for c in clients:
+            if c.transport is not None:
+                c.transport.close()
+        out.put((lat, counts, time.process_time() - cpu0))
 
     asyncio.run(main())
 
@@ -282,8 +318,9 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     rss0 = rss_mb(gw_pid)
     sample_every = max(1, clients // 50)
-    ps = [ctx.Process(target=ws_client_proc, args=(url, token, k, expect, ready, go, out, seconds + 30, sample_every))
-          for k in per if k]
+    firsts = [sum(per[:i]) for i in range(len(per))]
+    ps = [ctx.Process(target=ws_client_proc, args=(url, token, k, expect, ready, go, out, seconds + 30, sample_every,
+                                                   f)) for k, f in zip(per, firsts, strict=True) if k]
     for p in ps:
         p.start()
     deadline = time.monotonic() + 120
@@ -305,40 +342,49 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     feed.flush()
     lat: list[float] = []
     counts: list[int] = []
+    client_cpu = 0.0
     for _ in ps:
-        part_lat, part_counts = out.get(timeout=seconds + 90)
+        part_lat, part_counts, part_cpu = out.get(timeout=seconds + 90)
         lat.extend(part_lat)
         counts.extend(part_counts)
-    cpu = (cpu_s(gw_pid) - cpu0) / (time.perf_counter() - t0)
+        client_cpu += part_cpu
+    wall = time.perf_counter() - t0
+    cpu = (cpu_s(gw_pid) - cpu0) / wall
+    ccpu = client_cpu / wall  # an upper bound: it includes the clients' idle wait before the first event
     hist1 = send_buckets(http_url)
     for p in ps:
         p.join(10)
     delivered = sum(counts) / max(1, clients * expect)
     return {"p50": pct(lat, .5), "p90": pct(lat, .9), "p99": pct(lat, .99), "max": max(lat) if lat else float("nan"),
             "delivered": delivered, "mem_kb_per_conn": (rss1 - rss0) * 1024 / clients, "rss_mb": rss1, "cpu": cpu,
+            "client_cpu": ccpu,
             "send_p50": bucket_quantile(hist0, hist1, .5), "send_p99": bucket_quantile(hist0, hist1, .99)}
 
 
-def hub_cost(clients: int, events: int = 200) -> None:
-    """CPU of the in-process fan-out alone (no sockets): what each (event, client) delivery costs the loop."""
-    from gateway.hub import Client, FeedEvent, Hub
+def hub_cost(clients: int, events: int = 20) -> None:
+    """CPU of the in-process fan-out alone (no sockets), per (event, client) delivery, for one tick of ``events``:
+    the queue path (each client gets its own copy queued, then its frame built) against the shared-frame path
+    (one frame for the group, one direct write per client; the write itself is not included)."""
+    from gateway.hub import Client, FeedEvent, Hub, SharedFrame
 
-    hub = Hub(2000)
-    group = [Client(1, 10**9, paused=False) for _ in range(clients)]
-    for c in group:
-        hub.attach(c, None)
-    evs = [FeedEvent(1, f"e{i}", "alert_created", "s", None, 0, i, 0, b'{"type":"alert_created","n":1}')
-           for i in range(events)]
-    t = time.perf_counter()
-    hub.publish(evs)
-    publish = (time.perf_counter() - t) / (events * clients) * 1e6
-    t = time.perf_counter()
-    for c in group:
-        batch = c.take(200)
-        b'{"type":"events","events":[' + b",".join(e.data for e in batch) + b"]}"
-    frame = (time.perf_counter() - t) / (events * clients) * 1e6
-    print(f"\nin-process fan-out, {clients} clients x {events} events: publish {publish:.2f} us + frame build "
-          f"{frame:.2f} us per delivery (socket writes not included)")
+    def run(direct: bool) -> float:
+        hub = Hub(2000)
+        group = [Client(1, 10**9, paused=False) for _ in range(clients)]
+        for c in group:
+            if direct:
+                c.direct = lambda frame: bool(frame.wire())
+            hub.attach(c, None)
+        evs = [FeedEvent(1, f"e{i}", "alert_created", "s", None, 0, i, 0, b'{"type":"alert_created","n":1}' * 4)
+               for i in range(events)]
+        t = time.perf_counter()
+        hub.publish(evs)
+        for c in group:
+            if c.queue:
+                SharedFrame(c.take(200)).payload()
+        return (time.perf_counter() - t) / (events * clients) * 1e6
+
+    print(f"\nin-process fan-out, {clients} clients x {events} events in one tick, per delivery: queue path "
+          f"{run(False):.3f} us, shared frame {run(True):.3f} us (socket writes not included)")
 
 
 def main() -> None:
@@ -387,11 +433,12 @@ def main() -> None:
         if not args.skip_ws:
             hub_cost(args.clients)
             feed = FeedProducer(s.bootstrap, ns)
+            feed.send(noc_event("alert_created", "warm-up", 1, {}))  # the producer's start-up (idempotent PID)
             ws_url = url.replace("http://", "ws://") + "/ws/noc/dashboard"
             print(f"\nWebSocket fan-out, {args.events} events/s for {args.ws_seconds:.0f} s "
                   "(produce -> receipt, ms; sampled)")
             print(f"{'run':34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'delivered':>9} {'KB/conn':>8} "
-                  f"{'gw CPU':>7} {'send p50/p99 (gw)':>18}")
+                  f"{'gw CPU':>7} {'clients CPU':>11} {'send p50/p99 (gw)':>18}")
             runs = [("1 client (baseline)", 1, args.events), (f"{args.clients} clients", args.clients, args.events)]
             if args.events > 100:
                 runs.append((f"{args.clients} clients at 100 ev/s", args.clients, 100))
@@ -399,7 +446,7 @@ def main() -> None:
                 r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, min(args.client_procs, n))
                 print(f"{name:34} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f} "
                       f"{r['delivered']:9.1%} {r['mem_kb_per_conn'] if n > 1 else float('nan'):8.1f} "
-                      f"{r['cpu']:7.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f}")
+                      f"{r['cpu']:7.0%} {r['client_cpu']:11.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f}")
     finally:
         if proc is not None:
             proc.terminate()
