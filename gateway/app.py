@@ -33,6 +33,7 @@ from gateway.cache import TTLCache
 from gateway.config import GatewayConfig
 from gateway.consumer import FeedConsumer
 from gateway.feed_metrics import observe_feed
+from gateway.gc_pauses import keep_gc_pauses_short
 from gateway.hub import FeedEvent, Hub
 from gateway.lag import poll_group_lag
 from gateway.openapi import openapi_document
@@ -141,6 +142,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         loop = asyncio.get_running_loop()
         consumer = None
         tasks = [asyncio.create_task(_flush_latencies(app))]
+        if cfg.gc_freeze_every_s > 0:
+            tasks.append(asyncio.create_task(keep_gc_pauses_short(cfg.gc_freeze_every_s, cfg.gc_sweep_every_s)))
         if cfg.start_consumer:
             # The consumer thread and the event loop share the GIL; a shorter switch interval (default 5 ms)
             # keeps a busy loop from delaying the hand-over of each consumed batch by whole milliseconds.

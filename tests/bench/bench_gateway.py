@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import multiprocessing as mp
 import os
 import subprocess
@@ -70,6 +71,16 @@ def send_buckets(http_url: str) -> dict[float, float]:
             le = line.split('le="')[1].split('"')[0]
             bound = float("inf") if le == "+Inf" else float(le)
             out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def frame_counts(http_url: str) -> dict[str, float]:
+    """Event frames sent so far by path: 'shared' (one encoding for a group) or 'queue' (a client's backlog)."""
+    out: dict[str, float] = {}
+    for line in httpx.get(http_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("noc_websocket_frames_total{"):
+            path = line.split('path="')[1].split('"')[0]
+            out[path] = out.get(path, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -297,6 +308,8 @@ def ws_client_proc(url: str, token: str, n: int, expect: int, ready: Any, go: An
             clients.append(c)
             await asyncio.sleep(0.002)  # do not stampede the accept queue
         cpu0 = time.process_time()  # connected: from here on the receive loop is what costs
+        gc.freeze()  # the load generator must not add its own collector pauses to what it measures
+        gc.disable()
         done, _ = await asyncio.wait([c.done for c in clients], timeout=timeout)
         errors = [f.exception() for f in done if f.exception() is not None]
         if errors:
@@ -332,6 +345,7 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     cpu0 = cpu_s(gw_pid)
     http_url = url.replace("ws://", "http://").split("/ws/")[0]
     hist0 = send_buckets(http_url)
+    frames0 = frame_counts(http_url)
     t0 = time.perf_counter()
     for i in range(expect):
         target = t0 + i / rate
@@ -352,12 +366,15 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     cpu = (cpu_s(gw_pid) - cpu0) / wall
     ccpu = client_cpu / wall  # an upper bound: it includes the clients' idle wait before the first event
     hist1 = send_buckets(http_url)
+    frames1 = frame_counts(http_url)
+    shared = frames1.get("shared", 0.0) - frames0.get("shared", 0.0)
+    queued = frames1.get("queue", 0.0) - frames0.get("queue", 0.0)
     for p in ps:
         p.join(10)
     delivered = sum(counts) / max(1, clients * expect)
     return {"p50": pct(lat, .5), "p90": pct(lat, .9), "p99": pct(lat, .99), "max": max(lat) if lat else float("nan"),
             "delivered": delivered, "mem_kb_per_conn": (rss1 - rss0) * 1024 / clients, "rss_mb": rss1, "cpu": cpu,
-            "client_cpu": ccpu,
+            "client_cpu": ccpu, "shared_share": shared / max(1.0, shared + queued),
             "send_p50": bucket_quantile(hist0, hist1, .5), "send_p99": bucket_quantile(hist0, hist1, .99)}
 
 
@@ -438,7 +455,7 @@ def main() -> None:
             print(f"\nWebSocket fan-out, {args.events} events/s for {args.ws_seconds:.0f} s "
                   "(produce -> receipt, ms; sampled)")
             print(f"{'run':34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'delivered':>9} {'KB/conn':>8} "
-                  f"{'gw CPU':>7} {'clients CPU':>11} {'send p50/p99 (gw)':>18}")
+                  f"{'gw CPU':>7} {'clients CPU':>11} {'send p50/p99 (gw)':>18} {'shared':>7}")
             runs = [("1 client (baseline)", 1, args.events), (f"{args.clients} clients", args.clients, args.events)]
             if args.events > 100:
                 runs.append((f"{args.clients} clients at 100 ev/s", args.clients, 100))
@@ -446,7 +463,8 @@ def main() -> None:
                 r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, min(args.client_procs, n))
                 print(f"{name:34} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f} "
                       f"{r['delivered']:9.1%} {r['mem_kb_per_conn'] if n > 1 else float('nan'):8.1f} "
-                      f"{r['cpu']:7.0%} {r['client_cpu']:11.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f}")
+                      f"{r['cpu']:7.0%} {r['client_cpu']:11.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f} "
+                      f"{r['shared_share']:7.1%}")
     finally:
         if proc is not None:
             proc.terminate()
