@@ -30,7 +30,8 @@ def serve(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
                               "ws_ping_interval": 15, "ws_ping_timeout": 20, "ws_max_size": 64 * 1024,
                               "ws_per_message_deflate": False, "timeout_keep_alive": 30,
-                              "access_log": args.access_log, "ws": args.ws_impl}
+                              "access_log": args.access_log, "ws": args.ws_impl, "loop": args.loop,
+                              "http": args.http}
     if args.workers > 1:
         # Worker processes build the app from the environment; each runs its own feed consumer (own group id)
         # and serves the clients the kernel hands it, as separate gateways would.
@@ -94,6 +95,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--access-log", action="store_true")
     p.add_argument("--ws-impl", default="auto", choices=("auto", "websockets-sansio", "websockets", "wsproto"),
                    help="uvicorn WebSocket implementation (default auto)")
+    p.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                   help="event loop (default auto: uvloop when installed)")
+    p.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
+                   help="HTTP parser (default auto: httptools when installed)")
     p.set_defaults(func=serve)
 
     t = sub.add_parser("token", help="API tokens of the gateway")

@@ -1,7 +1,8 @@
 """Gateway benchmark on loopback: REST latency at a fixed request rate, WebSocket fan-out latency, memory.
 
     python tests/bench/bench_gateway.py [--rate 500] [--seconds 10] [--clients 1000] [--events 1000]
-                                        [--ws-seconds 10] [--client-procs 2]
+                                        [--ws-seconds 10] [--client-procs 2] [--workers 1]
+                                        [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
 
 The gateway runs as its own process (``noc gateway``) on a fresh Postgres schema and topic namespace.
 REST: an open-loop load generator sends requests on a fixed schedule; latency is measured from the scheduled
@@ -9,7 +10,10 @@ send time, so a stall is not hidden (no coordinated omission). Baseline in the s
 stack only). Figures: telemetry person/site cached (60 s cache), uncached (a distinct query each time, so
 every request reaches Postgres), fraud heatmap uncached.
 WebSocket: N clients in separate processes subscribe; a producer sends noc_events at a fixed rate; each client
-records produce timestamp (Kafka CreateTime) -> receipt. Baseline in the same run: one client, same rate.
+records produce timestamp (Kafka CreateTime) -> receipt (every N/50-th client parses JSON and times events, the
+others count them). Baselines in the same run: a plain Kafka consumer configured as the gateway's (the Kafka leg
+alone), and one WebSocket client, same rate. "gw CPU" is the gateway's process tree, "clients CPU" the receiving
+processes' (from connected to done), "shared" the share of event frames sent on the shared-frame path.
 Memory per connection: the gateway's RSS with N idle clients minus RSS before, divided by N.
 """
 
@@ -323,8 +327,32 @@ def ws_client_proc(url: str, token: str, n: int, expect: int, ready: Any, go: An
     asyncio.run(main())
 
 
+def kafka_client_proc(bootstrap: str, topic_name: str, expect: int, ready: Any, out: Any, timeout: float) -> None:
+    """The Kafka leg alone: a consumer configured as the gateway's feed consumer, produce -> poll latency."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-kafka-{os.getpid()}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+    md = c.list_topics(topic_name, timeout=10)
+    parts = [TopicPartition(topic_name, p) for p in md.topics[topic_name].partitions]
+    c.assign([TopicPartition(topic_name, tp.partition, c.get_watermark_offsets(tp, timeout=10)[1]) for tp in parts])
+    c.poll(0.1)
+    ready.put(1)
+    lat: list[float] = []
+    cpu0 = time.process_time()
+    deadline = time.monotonic() + timeout
+    while len(lat) < expect and time.monotonic() < deadline:
+        msg = c.poll(0.1)
+        if msg is None or msg.error() is not None or b"bench-" not in (msg.value() or b""):
+            continue
+        lat.append(time.time() * 1000 - msg.timestamp()[1])
+    c.close()
+    out.put((lat, [len(lat)], time.process_time() - cpu0))
+
+
 def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int, rate: int, seconds: float,
              procs: int) -> dict[str, float]:
+    """``clients`` WebSocket clients in ``procs`` processes; 0 clients: one plain Kafka consumer instead."""
     expect = int(rate * seconds)
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -333,11 +361,14 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     sample_every = max(1, clients // 50)
     firsts = [sum(per[:i]) for i in range(len(per))]
     ps = [ctx.Process(target=ws_client_proc, args=(url, token, k, expect, ready, go, out, seconds + 30, sample_every,
-                                                   f)) for k, f in zip(per, firsts, strict=True) if k]
+                                                   f), daemon=True) for k, f in zip(per, firsts, strict=True) if k]
+    if not clients:
+        ps = [ctx.Process(target=kafka_client_proc, args=(settings().bootstrap, feed.topic, expect, ready, out,
+                                                          seconds + 30), daemon=True)]
     for p in ps:
         p.start()
     deadline = time.monotonic() + 120
-    for _ in range(clients):
+    for _ in range(max(1, clients)):
         ready.get(timeout=max(1, deadline - time.monotonic()))
     time.sleep(0.5)
     rss1 = rss_mb(gw_pid)
@@ -371,9 +402,10 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     queued = frames1.get("queue", 0.0) - frames0.get("queue", 0.0)
     for p in ps:
         p.join(10)
-    delivered = sum(counts) / max(1, clients * expect)
+    delivered = sum(counts) / max(1, max(1, clients) * expect)
     return {"p50": pct(lat, .5), "p90": pct(lat, .9), "p99": pct(lat, .99), "max": max(lat) if lat else float("nan"),
-            "delivered": delivered, "mem_kb_per_conn": (rss1 - rss0) * 1024 / clients, "rss_mb": rss1, "cpu": cpu,
+            "delivered": delivered, "mem_kb_per_conn": (rss1 - rss0) * 1024 / max(1, clients), "rss_mb": rss1,
+            "cpu": cpu,
             "client_cpu": ccpu, "shared_share": shared / max(1.0, shared + queued),
             "send_p50": bucket_quantile(hist0, hist1, .5), "send_p99": bucket_quantile(hist0, hist1, .99)}
 
@@ -413,6 +445,8 @@ def main() -> None:
     ap.add_argument("--ws-seconds", type=float, default=10)
     ap.add_argument("--client-procs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="gateway processes (noc gateway --workers)")
+    ap.add_argument("--loop", default="auto", help="uvicorn event loop (noc gateway --loop)")
+    ap.add_argument("--http", default="auto", help="uvicorn HTTP implementation (noc gateway --http)")
     ap.add_argument("--skip-rest", action="store_true")
     ap.add_argument("--skip-ws", action="store_true")
     args = ap.parse_args()
@@ -431,7 +465,7 @@ def main() -> None:
         token = create_token(dsn, 1, ["noc:view"], label="bench")[1]
         proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "gateway", "--port", str(port), "--dsn", dsn,
                                  "--bootstrap", s.bootstrap, "--namespace", ns, "--log-level", "warning",
-                                 "--workers", str(args.workers)],
+                                 "--workers", str(args.workers), "--loop", args.loop, "--http", args.http],
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -456,11 +490,12 @@ def main() -> None:
                   "(produce -> receipt, ms; sampled)")
             print(f"{'run':34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'delivered':>9} {'KB/conn':>8} "
                   f"{'gw CPU':>7} {'clients CPU':>11} {'send p50/p99 (gw)':>18} {'shared':>7}")
-            runs = [("1 client (baseline)", 1, args.events), (f"{args.clients} clients", args.clients, args.events)]
+            runs = [("Kafka consumer alone (baseline)", 0, args.events), ("1 client (baseline)", 1, args.events),
+                    (f"{args.clients} clients", args.clients, args.events)]
             if args.events > 100:
                 runs.append((f"{args.clients} clients at 100 ev/s", args.clients, 100))
             for name, n, rate in runs:
-                r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, min(args.client_procs, n))
+                r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, max(1, min(args.client_procs, n)))
                 print(f"{name:34} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f} "
                       f"{r['delivered']:9.1%} {r['mem_kb_per_conn'] if n > 1 else float('nan'):8.1f} "
                       f"{r['cpu']:7.0%} {r['client_cpu']:11.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f} "

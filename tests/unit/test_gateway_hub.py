@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 import pytest
 
-from gateway.hub import Client, FeedEvent, Filters, Hub, Overflow, TenantRing, parse_cursor
+from gateway.app import FlushTicker
+from gateway.hub import Client, FeedEvent, Filters, Hub, Overflow, SharedFrame, TenantRing, parse_cursor, ws_text_frame
 
 
 def ev(n: int, tenant: int = 1, type_: str = "alert_created", site: str | None = "s-1", partition: int = 0,
        event_id: str | None = None) -> FeedEvent:
     return FeedEvent(tenant, event_id or f"e{n}", type_, site, None, partition, n, 0, b"{}")
+
+
+def jev(n: int, type_: str = "alert_created", partition: int = 0) -> FeedEvent:
+    """An event whose JSON carries its id, as the consumer encodes it."""
+    return FeedEvent(1, f"e{n}", type_, "s-1", None, partition, n, 0,
+                     orjson.dumps({"type": type_, "event_id": f"e{n}", "cursor": f"{partition}:{n}"}))
 
 
 def ids(client: Client) -> list[str]:
@@ -117,3 +127,127 @@ def test_kafka_resume_keeps_offset_order_when_the_read_back_overtakes_live() -> 
     assert ids(c) == ["e5", "e6", "e7", "e8", "e9"]
     hub.publish([ev(8), ev(9), ev(10)])  # arriving live later: only the new one is queued
     assert ids(c) == ["e5", "e6", "e7", "e8", "e9", "e10"]
+
+
+# -- ticks: one shared frame per filter group ---------------------------------------------------------------------
+
+def _direct(client: Client, frames: list[SharedFrame], ok: list[bool] | None = None) -> None:
+    def write(frame: SharedFrame) -> bool:
+        if ok is not None and not ok[0]:
+            return False
+        frames.append(frame)
+        return True
+    client.direct = write
+
+
+def _frame_ids(frame: SharedFrame) -> list[str]:
+    return [e["event_id"] for e in orjson.loads(frame.payload())["events"]]
+
+
+def test_a_tick_sends_one_frame_per_group_with_the_same_bytes_in_order() -> None:
+    hub = Hub(100)
+    got: dict[str, list[SharedFrame]] = {"a": [], "b": [], "f": []}
+    a, b = Client(1, 10, paused=False), Client(1, 10, paused=False)
+    f = Client(1, 10, Filters(frozenset({"fraud_scored"}), None), paused=False)
+    for name, c in (("a", a), ("b", b), ("f", f)):
+        _direct(c, got[name])
+        hub.attach(c, None)
+    hub.add([jev(n, type_="fraud_scored" if n % 2 else "alert_created") for n in range(6)])
+    assert all(not frames for frames in got.values())  # nothing leaves before the flush
+    assert hub.flush() == 3
+    assert len(got["a"]) == len(got["b"]) == len(got["f"]) == 1
+    assert got["a"][0].wire() is got["b"][0].wire()  # encoded once for the group
+    assert _frame_ids(got["a"][0]) == [f"e{n}" for n in range(6)]
+    assert _frame_ids(got["f"][0]) == ["e1", "e3", "e5"]
+    assert not a.queue and a.last_offset == {0: 5} and f.last_offset == {0: 5}
+    assert hub.flush() == 0 and len(got["a"]) == 1  # nothing pending: nothing sent
+
+
+def test_a_client_that_cannot_take_the_frame_gets_a_gap_free_queue_and_rejoins_after_draining() -> None:
+    hub = Hub(100)
+    frames: list[SharedFrame] = []
+    ok = [False]
+    c = Client(1, 100, paused=False)
+    _direct(c, frames, ok)
+    hub.attach(c, None)
+    hub.publish([jev(0), jev(1)])  # socket full: queued instead
+    ok[0] = True
+    hub.publish([jev(2)])  # writable again, but a backlog is queued: it must queue behind it (order)
+    assert frames == [] and ids(c) == ["e0", "e1", "e2"]
+    c.take(10)  # the sender drained the backlog
+    hub.publish([jev(3), jev(4)])
+    assert [_frame_ids(fr) for fr in frames] == [["e3", "e4"]] and not c.queue
+
+
+def test_events_added_before_a_ring_resume_are_not_sent_twice() -> None:
+    hub = Hub(100)
+    frames: list[SharedFrame] = []
+    other = Client(1, 100, paused=False)
+    hub.attach(other, None)
+    hub.publish([jev(0), jev(1)])
+    hub.add([jev(2), jev(3)])  # in the ring and pending when the client resumes
+    c = Client(1, 100, paused=False)
+    _direct(c, frames)
+    assert hub.attach(c, "e0") == ("ring", 3)
+    assert ids(c) == ["e1", "e2", "e3"]
+    hub.flush()
+    assert frames == [] and ids(c) == ["e1", "e2", "e3"]
+    c.take(10)
+    hub.publish([jev(4)])
+    assert [_frame_ids(fr) for fr in frames] == [["e4"]]
+
+
+def test_changing_filters_moves_a_client_to_its_new_group() -> None:
+    hub = Hub(100)
+    frames: list[SharedFrame] = []
+    c = Client(1, 100, paused=False)
+    _direct(c, frames)
+    hub.attach(c, None)
+    hub.publish([jev(0, type_="alert_created")])
+    hub.set_filters(c, Filters(frozenset({"fraud_scored"}), None))
+    hub.publish([jev(1, type_="alert_created"), jev(2, type_="fraud_scored")])
+    assert [_frame_ids(fr) for fr in frames] == [["e0"], ["e2"]]
+
+
+def test_shared_path_handles_several_partitions_and_skips_out_of_order_batches() -> None:
+    hub = Hub(100)
+    frames: list[SharedFrame] = []
+    c = Client(1, 100, paused=False)
+    _direct(c, frames)
+    hub.attach(c, None)
+    hub.publish([jev(5, partition=0), jev(7, partition=1), jev(6, partition=0)])
+    assert len(frames) == 1 and c.last_offset == {0: 6, 1: 7}
+    # Not in offset order (a partition never delivers so): no shared frame; the per-event rule applies, an offset
+    # at or below the highest one queued counts as already sent.
+    hub.publish([jev(9, partition=0), jev(8, partition=0)])
+    assert len(frames) == 1 and ids(c) == ["e9"]
+
+
+def test_ws_text_frame_lengths() -> None:
+    assert ws_text_frame(b"x" * 125)[:2] == bytes((0x81, 125))
+    assert ws_text_frame(b"x" * 126)[:4] == bytes((0x81, 126, 0, 126))
+    big = ws_text_frame(b"x" * 70_000)
+    assert big[:2] == bytes((0x81, 127)) and int.from_bytes(big[2:10], "big") == 70_000 and len(big) == 70_010
+
+
+def test_flush_ticker_sends_the_first_event_at_once_and_batches_the_rest() -> None:
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        hub = Hub(100)
+        flushed: list[float] = []
+        def flush() -> int:
+            flushed.append(loop.time())
+            return 0
+        hub.flush = flush  # type: ignore[method-assign]
+        ticker = FlushTicker(loop, hub, 0.05, 40_000)
+        t0 = loop.time()
+        ticker.kick()
+        await asyncio.sleep(0)  # the first kick after a quiet spell: on the next loop step
+        assert len(flushed) == 1 and flushed[0] - t0 < 0.02
+        ticker.kick()
+        ticker.kick()  # coalesced into one scheduled flush
+        await asyncio.sleep(0.1)
+        return [t - t0 for t in flushed]
+
+    times = asyncio.run(main())
+    assert len(times) == 2 and times[1] >= 0.045
