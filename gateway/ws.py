@@ -265,7 +265,8 @@ async def dashboard_ws(ws: WebSocket) -> None:
                                ws.url.scheme == "wss"):
         await _deny(ws, 403, "origin not allowed")
         return
-    offered = auth.offered_subprotocols(ws.headers)
+    # wsproto's uvicorn protocol passes the offered subprotocols in the scope only, not in the headers
+    offered = auth.offered_subprotocols(ws.headers) or [str(p) for p in ws.scope.get("subprotocols", [])]
     token = auth.bearer_from_headers(ws.headers) or auth.bearer_from_subprotocols(offered)
     try:
         principal = await verifier.verify(token)
