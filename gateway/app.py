@@ -60,24 +60,27 @@ _LATENCY_UPDATE = (
     "AND e.broadcast_latency_ms IS NULL RETURNING e.event_id, e.tenant_id")
 
 
-async def _flush_latencies(app: Starlette) -> None:
+async def _flush_latencies(app: Starlette, batch_max: int = 5_000) -> None:
     """Write each event's first broadcast latency to event_log (the sink inserts the row; we only update it).
 
-    One statement a second for everything pending. A row the sink has not written yet is retried for a while,
-    then given up (the histogram still has it).
+    One statement a second for what is due, at most ``batch_max`` rows. A row the sink has not written yet is
+    retried 2, 4, 8 and 16 s later, then given up (the histogram still has it): retrying every row every
+    second made the statement, and the loop time spent building it, grow with any sink lag.
     """
-    pending: dict[tuple[str, int], tuple[int, float, float, int]] = {}  # key -> (ts ms, latency s, sent at, tries)
+    # (event id, tenant) -> (ts ms, latency s, sent at, tries, due at)
+    pending: dict[tuple[str, int], tuple[int, float, float, int, float]] = {}
     while True:
         await asyncio.sleep(1.0)
+        now = time.monotonic()
         log_: deque[tuple[FeedEvent, float]] = app.state.sent_log
         while log_:
             ev, lat = log_.popleft()
             key = (ev.event_id, ev.tenant_id)
-            if key not in pending:
-                pending[key] = (int(orjson.loads(ev.data)["timestamp"]), lat, time.time() - lat, 0)
-        if not pending:
+            if key not in pending and len(pending) < 100_000:
+                pending[key] = (int(orjson.loads(ev.data)["timestamp"]), lat, time.time() - lat, 0, now)
+        items = [(k, v) for k, v in pending.items() if v[4] <= now][:batch_max]
+        if not items:
             continue
-        items = list(pending.items())
         try:
             async with app.state.pool.connection(timeout=5) as db:
                 cur = await db.execute(_LATENCY_UPDATE, (
@@ -90,13 +93,11 @@ async def _flush_latencies(app: Starlette) -> None:
         except (psycopg.OperationalError, TimeoutError) as exc:
             log.warning("event_log latency update failed: %s", exc)
             continue
-        for key, (ts_ms, lat, sent_at, tries) in items:
-            if key in done or tries >= 30:
+        for key, (ts_ms, lat, sent_at, tries, _) in items:
+            if key in done or tries >= 4:
                 del pending[key]
             else:
-                pending[key] = (ts_ms, lat, sent_at, tries + 1)
-        if len(pending) > 50_000:
-            pending.clear()
+                pending[key] = (ts_ms, lat, sent_at, tries + 1, now + 2 ** (tries + 1))
 
 
 class FlushTicker:

@@ -29,8 +29,8 @@ class GatewayConfig:
     token_cache_s: float = 30.0  # how long a token lookup is trusted (so revocation takes up to this long)
     token_recheck_s: float = 30.0  # an open WebSocket is closed (4401) once its token is revoked or expired
     # WebSocket frames per second this process aims to stay under: a tick lasts at least clients/budget seconds,
-    # coalescing the events that arrive meanwhile (1,000 clients -> one frame per client per 25 ms at most).
-    ws_frame_budget: int = field(default_factory=lambda: int(os.environ.get("NOC_GATEWAY_FRAME_BUDGET") or 40_000))
+    # coalescing the events that arrive meanwhile (1,000 clients -> one frame per client per 50 ms at most).
+    ws_frame_budget: int = field(default_factory=lambda: int(os.environ.get("NOC_GATEWAY_FRAME_BUDGET") or 20_000))
     # The live feed goes out in ticks: the events of one tick share one frame per (tenant, filters) group, encoded
     # once and written to every caught-up client. The first event after a quiet tick goes out at once.
     ws_tick_s: float = field(default_factory=lambda: float(os.environ.get("NOC_GATEWAY_TICK_MS") or 10) / 1000)
