@@ -63,6 +63,8 @@ class WorkerSettings:
     metrics_port: int = 0  # 0: no HTTP endpoint
     batch_size: int = 10_000
     batch_within_s: float = 0.2
+    flush_every_s: float = 2.0  # state flush + offset commit cadence (also every flush_records records)
+    flush_records: int = 50_000
     data_dir: Path = Path(".cache/faust")
     component: str = "noc-worker"
     log_level: str = "info"
@@ -97,6 +99,9 @@ class Sink:
             "message.timeout.ms": int(timeout_s * 1000),
             "socket.timeout.ms": 10_000,
             "queue.buffering.max.messages": 1_000_000,
+            # Bounded: a state flush queues tens of MB of changelog records; past this, send() waits for
+            # acknowledgements instead of growing the process (librdkafka's default allows 1 GB).
+            "queue.buffering.max.kbytes": 16_384,
             # One client-wide callback, called for failures only: a per-record callback cost ~1.5 µs each.
             "on_delivery": self._failed,
             "delivery.report.only.error": True,
@@ -212,9 +217,10 @@ class Worker:
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
         self.sites = SiteEdge(self)  # SITE windows, baselines, statistical anomalies (streams.site_stage)
         self.inputs = InputLoop(bootstrap=s.bootstrap, namespace=s.namespace, pipeline=self.pipeline,
-                                sink=self.input_sink, deliver=self._deliver, count=self._count,
+                                sink=self.input_sink, deliver=self._deliver, flush=self._flush, count=self._count,
                                 on_error=self._input_failed, batch_size=s.batch_size,
-                                batch_within_s=s.batch_within_s,
+                                batch_within_s=s.batch_within_s, flush_every_s=s.flush_every_s,
+                                flush_records=s.flush_records,
                                 lag=lambda t, p, n: self.metrics.lag.labels(t, str(p)).set(n))
         self.store = self.inputs.store
 
@@ -240,13 +246,17 @@ class Worker:
     # -- the input thread ------------------------------------------------------------------------------
 
     def _deliver(self, result: Result) -> None:
-        """Outputs first (acknowledged), then the state (offset marker last, acknowledged); the input loop
-        commits the input offsets after."""
+        """A batch's outputs (and site-stage forwards), acknowledged before the state is flushed."""
         sink = self.input_sink
         self.sites.forward(result.outs, result.clocks, sink.send, self.inputs.empty_activity_partitions())
         self.produce(sink, result.outs)
-        result.commit()
         sink.deliver()
+
+    def _flush(self) -> None:
+        """The state changes of every batch since the last flush (offset marker last), acknowledged; the input
+        loop commits the input offsets after."""
+        self.pipeline.commit()
+        self.input_sink.deliver()
 
     def _input_failed(self, exc: BaseException) -> None:
         """The input thread died: stop the whole worker with a failure (a restart redelivers)."""

@@ -19,8 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", default=s.bootstrap, help="Kafka bootstrap servers (NOC_BOOTSTRAP)")
     p.add_argument("--namespace", default=s.namespace, help="topic namespace (NOC_NAMESPACE)")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
-    p.add_argument("--batch-size", type=int, default=10_000, help="records per micro-batch (stream.take_events)")
+    p.add_argument("--batch-size", type=int, default=10_000, help="records per micro-batch")
     p.add_argument("--batch-within", type=float, default=0.2, help="max seconds to wait to fill a batch")
+    p.add_argument("--flush-every", type=float, default=2.0,
+                   help="seconds between state flushes + offset commits (also every --flush-records records)")
+    p.add_argument("--flush-records", type=int, default=50_000, help="records between state flushes at most")
     p.add_argument("--data-dir", type=Path, default=s.home / "faust", help="Faust data directory")
     p.add_argument("--component", default="noc-worker", help="name written into dead letters")
     p.add_argument("--state-cache", type=int, default=100_000,
@@ -33,7 +36,8 @@ def handler(args: argparse.Namespace) -> int:
     from streams.app import WorkerSettings, run
 
     return run(WorkerSettings(bootstrap=args.bootstrap, namespace=args.namespace, metrics_port=args.metrics_port,
-                              batch_size=args.batch_size, batch_within_s=args.batch_within, data_dir=args.data_dir,
+                              batch_size=args.batch_size, batch_within_s=args.batch_within,
+                              flush_every_s=args.flush_every, flush_records=args.flush_records, data_dir=args.data_dir,
                               component=args.component, log_level=args.log_level,
                               max_cached_states=args.state_cache))
 

@@ -161,7 +161,9 @@ class Result:
 
     def commit(self) -> None:
         """Write the state changes to the store (offset marker last). The edge calls it after the outputs
-        are delivered, so a crash in between re-emits outputs rather than losing them."""
+        are delivered, so a crash in between re-emits outputs rather than losing them. A partition's session
+        stays open across calls until flushed, so this also writes the changes of earlier uncommitted calls
+        (see :meth:`Pipeline.commit`)."""
         for session in self.sessions:
             session.flush(f"{session.p}|wm")
         self.sessions.clear()
@@ -170,7 +172,7 @@ class Result:
         self.outs.extend(other.outs)
         self.processed.update(other.processed)
         self.dead_letters.update(other.dead_letters)
-        self.sessions.extend(other.sessions)
+        self.sessions.extend(s for s in other.sessions if s not in self.sessions)
         for p, c in other.clocks.items():
             self.clocks[p] = max(c, self.clocks.get(p, c))
         for name in ("skipped", "late", "out_of_order", "scored", "fraud_detections", "fraud_tickets", "score_seconds"):
@@ -215,6 +217,7 @@ class _Session:
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
         self.absent: set[str] = set()  # keys the store did not have: deleting them again writes nothing
+        self.flushed = False
 
     def get(self, key: str) -> Any:
         if key not in self.cache:
@@ -260,6 +263,7 @@ class _Session:
             self.store.put(self.p, marker_key, self.cache[marker_key])
         self.dirty.clear()
         self.absent.clear()
+        self.flushed = True
         if len(self.objs) > self.max_objs:
             self.objs.clear()
 
@@ -292,6 +296,7 @@ class Pipeline:
         self.escalator = Escalator(self.config.escalation)
         self._index: dict[int, _Index] = {}
         self._objs: dict[int, dict[str, Any]] = {}  # per partition: decoded component states
+        self._open: dict[int, _Session] = {}  # per partition: the session not flushed yet
 
     # -- partition lifecycle ---------------------------------------------------------------------
 
@@ -300,9 +305,26 @@ class Pipeline:
         if partitions is None:
             self._index.clear()
             self._objs.clear()
+            self._open.clear()
         for p in partitions or ():
             self._index.pop(p, None)
             self._objs.pop(p, None)
+            self._open.pop(p, None)
+
+    def _session(self, store: Store, p: int) -> _Session:
+        """The partition's open session: unflushed writes stay visible to the next call."""
+        s = self._open.get(p)
+        if s is None or s.flushed or s.store is not store:
+            s = self._open[p] = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states)
+        return s
+
+    def commit(self) -> None:
+        """Flush every open session (offset marker last in each). An edge may call :meth:`process` several
+        times, deliver each result's outputs, and write the state once with this (fewer state writes: a key
+        changed in many calls is written once); it must deliver all those outputs first."""
+        for session in self._open.values():
+            session.flush(f"{session.p}|wm")
+        self._open.clear()
 
     def _idx(self, store: Store, p: int) -> _Index:
         idx = self._index.get(p)
@@ -337,7 +359,7 @@ class Pipeline:
         for inc in batch:
             by_partition.setdefault(inc.partition, []).append(inc)
         for p in sorted(by_partition):
-            session = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states)
+            session = self._session(store, p)
             idx = self._idx(store, p)
             for inc in by_partition[p]:
                 self._one(session, idx, inc, now_ms, namespace, result)
@@ -350,9 +372,9 @@ class Pipeline:
         """Move the clocks of partitions that got no records (a sparse topic finished catching up)."""
         result = Result()
         for p in sorted(partitions):
-            if store.get(f"{p}|wm") is None:
+            session = self._session(store, p)
+            if session.get(f"{p}|wm") is None:
                 continue
-            session = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states)
             self._advance(session, self._idx(store, p), p, highwater, result)
             result.sessions.append(session)
         return result
