@@ -33,7 +33,7 @@ class GatewayConfig:
     ws_frame_budget: int = field(default_factory=lambda: int(os.environ.get("NOC_GATEWAY_FRAME_BUDGET") or 20_000))
     # The live feed goes out in ticks: the events of one tick share one frame per (tenant, filters) group, encoded
     # once and written to every caught-up client. The first event after a quiet tick goes out at once.
-    ws_tick_s: float = field(default_factory=lambda: float(os.environ.get("NOC_GATEWAY_TICK_MS") or 10) / 1000)
+    ws_tick_s: float = field(default_factory=lambda: float(os.environ.get("NOC_GATEWAY_TICK_MS") or 2) / 1000)
     max_ws_message_bytes: int = 4_096
     db_timeout_s: float = 5.0
     pool_min: int = 8  # open them all at start-up: a connection opened under load costs its request ~10-50 ms

@@ -7,7 +7,7 @@ Protocol (JSON text frames):
   "resume_from": "<event_id>"|null, "cursor": "<partition>:<offset>"|null}``; no events flow before the first
   subscribe; later subscribes only change the filters (resume is honoured once per connection);
 - server → ``{"type": "subscribed", "filters", "resume": "live"|"ring"|"kafka"|"kafka-partial"|"unavailable",
-  "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames: the events of one tick (10 ms,
+  "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames: the events of one tick (2 ms,
   longer with many clients: see the README) in one frame, in feed order (the first events after a quiet tick go at
   once);
 - client → ``{"action": "ping"}`` → ``{"type": "pong"}``; server → ``{"type": "heartbeat"}`` when idle.

@@ -365,5 +365,5 @@ def test_a_burst_arrives_in_fewer_frames_in_order_without_loss_or_duplicates(env
         else:
             assert shared == 0 and after.get("queue", 0) > before.get("queue", 0)
 
-    with running_gateway(_cfg(env), ws=ws_impl) as url:
+    with running_gateway(_cfg(env, ws_tick_s=0.02), ws=ws_impl) as url:  # 20 ms ticks: batching does not hang on timing
         run(main(url.replace("http://", "ws://") + "/ws/noc/dashboard", url))
