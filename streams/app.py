@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 
 from models.reload import on_model_event
 from models.scoring import ModelCache
@@ -128,44 +127,6 @@ class Sink:
             raise RuntimeError(f"could not deliver {left} records: {errors[:5]}")  # crash: redelivery redoes it
 
 
-class TableStore:
-    """The pipeline's :class:`Store` over a Faust table with raw bytes keys and orjson values.
-
-    Writes go to the table's in-memory store and straight to its changelog topic, partition named by the
-    pipeline (the state of input partition ``p`` lives in changelog partition ``p``), through the
-    :class:`Sink`. Faust restores the table from that changelog as usual (raw key, raw value).
-    """
-
-    def __init__(self, table: Any, sink: Sink, changelog: str) -> None:
-        self.table = table
-        self.sink = sink
-        self.changelog = changelog
-
-    @property
-    def data(self) -> Any:
-        # The memory store's own dict: the Store mapping's get/setitem wrappers cost more than the lookup.
-        return self.table.data.data
-
-    def get(self, key: str) -> Any:
-        raw = self.table.data.data.get(key.encode())
-        return None if raw is None else orjson.loads(raw)
-
-    def put(self, partition: int, key: str, value: Any) -> None:
-        k, v = key.encode(), orjson.dumps(value)
-        # orjson's bytes keep its whole output buffer (~8 KB even for a 1 KB value); the table holds a
-        # right-sized copy (about 8x less memory for the table; the same bytes).
-        self.table.data.data[k] = bytes(memoryview(v))
-        self.sink.send(self.changelog, k, v, partition)
-
-    def delete(self, partition: int, key: str) -> None:
-        k = key.encode()
-        self.data.pop(k, None)
-        self.sink.send(self.changelog, k, None, partition)
-
-    def keys(self) -> Iterable[str]:
-        return [k.decode() for k in list(self.data.keys())]
-
-
 class Worker:
     """Everything one worker process holds: the Faust app, the input loop, the pipeline, references, metrics."""
 
@@ -209,16 +170,18 @@ class Worker:
             logging_config=None,
         )
         self.tickets = self.app.topic(topic("tickets", s.namespace), key_serializer="raw", value_serializer="raw")
-        # Two producers: the input thread's and the Faust loop's (each flushes only what it queued).
+        # One producer per thread that produces (each flushes only what it queued): the Faust loop's (tickets),
+        # the input loop's and the site loop's.
         self.sink = Sink(s.bootstrap)
         self.input_sink = Sink(s.bootstrap)
+        self.site_sink = Sink(s.bootstrap)
         self.out_names = {short: topic(short, s.namespace) for short in OUTPUT_TOPICS}
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
         self.sites = SiteEdge(self)  # SITE windows, baselines, statistical anomalies (streams.site_stage)
         self.inputs = InputLoop(bootstrap=s.bootstrap, namespace=s.namespace, pipeline=self.pipeline,
                                 sink=self.input_sink, deliver=self._deliver, flush=self._flush, count=self._count,
-                                on_error=self._input_failed, batch_size=s.batch_size,
+                                on_error=self.loop_failed, batch_size=s.batch_size,
                                 batch_within_s=s.batch_within_s, flush_every_s=s.flush_every_s,
                                 flush_records=s.flush_records,
                                 lag=lambda t, p, n: self.metrics.lag.labels(t, str(p)).set(n))
@@ -258,8 +221,8 @@ class Worker:
         self.pipeline.commit()
         self.input_sink.deliver()
 
-    def _input_failed(self, exc: BaseException) -> None:
-        """The input thread died: stop the whole worker with a failure (a restart redelivers)."""
+    def loop_failed(self, exc: BaseException) -> None:
+        """A consuming thread died: stop the whole worker with a failure (a restart redelivers)."""
         self.failed = exc
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -328,6 +291,7 @@ def run(settings: WorkerSettings) -> int:
         worker.metrics.serve(settings.metrics_port)
     fw = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.inputs.start()
+    worker.sites.loop.start()
     try:
         fw.execute_from_commandline()
     except SystemExit as exc:  # Faust exits when it stops; the input thread's failure decides the code
@@ -335,6 +299,7 @@ def run(settings: WorkerSettings) -> int:
             raise
     finally:
         worker.inputs.stop()
+        worker.sites.loop.stop()
         worker.ref_tail.stop()
     if worker.failed is not None:
         log.error("worker stopped because the input loop failed: %r", worker.failed)

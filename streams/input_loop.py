@@ -72,17 +72,16 @@ def changelog_topic(namespace: str) -> str:
     return f"{namespace}.noc-worker-pipeline-changelog"
 
 
-def ensure_changelog(bootstrap: str, namespace: str) -> None:
-    """Create the compacted state changelog if missing (one partition per input partition)."""
+def ensure_changelog(bootstrap: str, name: str, partitions: int = PERSON_PARTITIONS) -> None:
+    """Create a compacted state changelog if missing (one partition per input partition)."""
     from confluent_kafka.admin import NewTopic
 
     from infra.topics_admin import admin
 
     client = admin(bootstrap)
-    name = changelog_topic(namespace)
     if name in client.list_topics(timeout=TIMEOUT_S).topics:
         return
-    futs = client.create_topics([NewTopic(name, num_partitions=PERSON_PARTITIONS, replication_factor=1,
+    futs = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                           config={"cleanup.policy": "compact"})], request_timeout=TIMEOUT_S)
     for fut in futs.values():
         try:
@@ -165,44 +164,40 @@ class ChangelogStore:
             c.close()
 
 
-class InputLoop:
-    """Consume the inputs in batches, run the pipeline, deliver, commit — in a thread of its own."""
+class BatchLoop:
+    """Consume topics in batches in a thread of its own: hand each batch to :meth:`handle` (which processes it
+    and delivers its outputs), flush the state and commit the offsets on a cadence. Subclasses say what a
+    batch, a flush, an idle tick and a lost partition mean."""
 
-    def __init__(self, *, bootstrap: str, namespace: str, pipeline: Pipeline, sink: Any,
-                 deliver: Callable[[Result], None], count: Callable[[Result, float], None],
-                 flush: Callable[[], None], on_error: Callable[[BaseException], None], batch_size: int = 20_000,
-                 batch_within_s: float = 0.2, flush_every_s: float = 2.0, flush_records: int = 50_000,
+    name = "batches"
+
+    def __init__(self, *, bootstrap: str, topics: Iterable[str], group: str, changelog: str, sink: Any,
+                 on_error: Callable[[BaseException], None], batch_size: int = 10_000, batch_within_s: float = 0.2,
+                 flush_every_s: float = 2.0, flush_records: int = 50_000,
                  lag: Callable[[str, int, int], None] | None = None) -> None:
         self.bootstrap = bootstrap
-        self.namespace = namespace
-        self.pipeline = pipeline
+        self.topics = sorted(topics)
         self.sink = sink
-        self.deliver = deliver  # produce a result's outputs (and site forwards) and wait for them
-        self.flush = flush  # write the pipeline's state changes and wait for them; the loop commits after
         self.flush_every_s = flush_every_s
         self.flush_records = flush_records
         self.unflushed = 0  # records processed since the last flush
         self.last_flush = time.monotonic()
         self.uncommitted: dict[tuple[str, int], int] = {}  # next offsets processed but not committed
-        self.count = count
         self.on_error = on_error
         self.lag = lag
         self.batch_size = batch_size
         self.batch_within_s = batch_within_s
-        self.short_of = {topic(short, namespace): short for short in INPUT_STEMS}
-        self.activity = topic("activity", namespace)
-        ensure_changelog(bootstrap, namespace)
-        self.store = ChangelogStore(sink.send, changelog_topic(namespace))
+        self.store = ChangelogStore(sink.send, changelog)
         self.assigned: set[int] = set()
         self.batch: list[Any] = []
         self.batch_started = 0.0
         self.stopping = threading.Event()
         self.ready = threading.Event()  # set once a first assignment was restored (tests, benchmarks)
-        self.thread = threading.Thread(target=self._run, name="noc-inputs", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"noc-{self.name}", daemon=True)
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap,
-            "group.id": pipeline_group(namespace),
-            "client.id": "noc-worker-pipeline",
+            "group.id": group,
+            "client.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "range",
@@ -216,10 +211,26 @@ class InputLoop:
             "socket.timeout.ms": 10_000,
         })
 
+    # -- what subclasses define -------------------------------------------------------------------------
+
+    def handle(self, batch: list[Any]) -> None:
+        """Process a batch of consumed messages and deliver its outputs (acknowledged)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Write the state changes since the last flush (acknowledged); the offsets are committed after."""
+        raise NotImplementedError
+
+    def forget(self, partitions: set[int] | None) -> None:
+        """Drop in-memory state derived from these partitions (None: all)."""
+
+    def idle(self) -> None:
+        """Called about once a second while no record arrives."""
+
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.consumer.subscribe(sorted(self.short_of), on_assign=self._on_assign, on_revoke=self._on_revoke,
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self.thread.start()
 
@@ -241,7 +252,7 @@ class InputLoop:
                             continue
                         if err.fatal():
                             raise KafkaException(err)
-                        log.warning("consumer error: %s", err)
+                        log.warning("%s: consumer error: %s", self.name, err)
                         continue
                     if not self.batch:
                         self.batch_started = now
@@ -251,86 +262,67 @@ class InputLoop:
                     self._process()
                     last_tick = now
                 elif not self.batch and now - last_tick >= TICK_S:
-                    self._tick()
+                    self.idle()
+                    self._commit()
                     last_tick = now
             if self.batch:
                 self._process()
             self._commit()
             self.consumer.close()  # leaves the group: the partitions move at once
         except BaseException as exc:  # the thread's last word: the worker process must stop, not limp on
-            log.exception("input loop failed")
+            log.exception("%s loop failed", self.name)
             self.on_error(exc)
 
     # -- rebalances (called by librdkafka inside consume(), in this thread) ------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        numbers = {tp.partition for tp in partitions if tp.topic in self.short_of}
+        numbers = {tp.partition for tp in partitions}
         gone, new = self.assigned - numbers, sorted(numbers - self.assigned)
         self.store.drop(gone)
-        self.pipeline.forget_partitions(gone | set(new))
+        self.forget(gone | set(new))
         t0 = time.perf_counter()
         n = self.store.restore(self.bootstrap, new)
         self.assigned = numbers
-        log.info("pipeline: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
-                 sorted(numbers), len(new), n, time.perf_counter() - t0)
+        log.info("%s: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
+                 self.name, sorted(numbers), len(new), n, time.perf_counter() - t0)
         self.ready.set()
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if self.batch:
             self._process()  # finish and commit what is in hand while the partitions are still ours
         self._commit()
-        log.info("pipeline: partitions revoked (%d topic partitions)", len(partitions))
+        log.info("%s: partitions revoked (%d topic partitions)", self.name, len(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        log.warning("pipeline: assignment lost; dropping an uncommitted batch of %d records", len(self.batch))
+        log.warning("%s: assignment lost; dropping an uncommitted batch of %d records", self.name, len(self.batch))
         self.batch.clear()
         self.uncommitted.clear()
         self.unflushed = 0
         self.store.drop(self.assigned)
-        self.pipeline.forget_partitions()
+        self.forget(None)
         self.assigned = set()
 
     # -- batches -----------------------------------------------------------------------------------------
 
-    def highwaters(self, partitions: Iterable[int]) -> dict[tuple[str, int], int | None]:
-        """End offsets librdkafka knows from its fetches for the sparse inputs (None: not fetched yet)."""
-        out: dict[tuple[str, int], int | None] = {}
-        for short in SPARSE:
-            name = topic(short, self.namespace)
-            for p in partitions:
-                high = self.consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)[1]
-                out[(short, p)] = high if high >= 0 else None
-        return out
-
-    def empty_activity_partitions(self) -> list[int]:
-        """Assigned partitions whose activity topic holds no record at all (known end offset 0)."""
-        return sorted(p for p in self.assigned
-                      if self.consumer.get_watermark_offsets(TopicPartition(self.activity, p), cached=True)[1] == 0)
+    def cached_end(self, name: str, p: int) -> int | None:
+        """The end offset librdkafka knows from its fetches (None: not fetched yet)."""
+        high = self.consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)[1]
+        return high if high >= 0 else None
 
     def _process(self) -> None:
-        t0 = time.perf_counter()
         batch, self.batch = self.batch, []
-        short_of, offsets = self.short_of, self.uncommitted
-        incs = []
+        offsets = self.uncommitted
         for m in batch:
-            name, p, off = m.topic(), m.partition(), m.offset()
-            incs.append(Incoming(short_of[name], p, off, m.key(), m.value(), m.timestamp()[1]))
-            offsets[(name, p)] = off + 1
-        parts = {inc.partition for inc in incs}
-        result = self.pipeline.process(self.store, incs, int(time.time() * 1000), self.namespace,
-                                       self.highwaters(parts))
-        self.deliver(result)
-        self.unflushed += len(incs)
+            offsets[(m.topic(), m.partition())] = m.offset() + 1
+        self.handle(batch)
+        self.unflushed += len(batch)
         if self.unflushed >= self.flush_records or time.monotonic() - self.last_flush >= self.flush_every_s:
             self._commit()
-        self.count(result, time.perf_counter() - t0)
         if self.lag is not None:
-            for p in parts:
-                for name in short_of:
-                    high = self.consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)[1]
-                    nxt = offsets.get((name, p))
-                    if high >= 0 and nxt is not None:
-                        self.lag(name, p, max(0, high - nxt))
+            for (name, p), nxt in offsets.items():
+                high = self.cached_end(name, p)
+                if high is not None:
+                    self.lag(name, p, max(0, high - nxt))
 
     def _commit(self) -> None:
         """State first (acknowledged), then the offsets of every record it covers."""
@@ -343,10 +335,59 @@ class InputLoop:
         self.last_flush = time.monotonic()
         release_free_memory()
 
-    def _tick(self) -> None:
+
+class InputLoop(BatchLoop):
+    """The person-keyed inputs into the pipeline."""
+
+    name = "pipeline"
+
+    def __init__(self, *, bootstrap: str, namespace: str, pipeline: Pipeline, sink: Any,
+                 deliver: Callable[[Result], None], count: Callable[[Result, float], None],
+                 flush: Callable[[], None], on_error: Callable[[BaseException], None], batch_size: int = 10_000,
+                 batch_within_s: float = 0.2, flush_every_s: float = 2.0, flush_records: int = 50_000,
+                 lag: Callable[[str, int, int], None] | None = None) -> None:
+        self.namespace = namespace
+        self.pipeline = pipeline
+        self.deliver = deliver  # produce a result's outputs (and site forwards) and wait for them
+        self._flush = flush  # write the pipeline's state changes and wait for them
+        self.count = count
+        self.short_of = {topic(short, namespace): short for short in INPUT_STEMS}
+        self.activity = topic("activity", namespace)
+        ensure_changelog(bootstrap, changelog_topic(namespace))
+        super().__init__(bootstrap=bootstrap, topics=self.short_of, group=pipeline_group(namespace),
+                         changelog=changelog_topic(namespace), sink=sink, on_error=on_error, batch_size=batch_size,
+                         batch_within_s=batch_within_s, flush_every_s=flush_every_s, flush_records=flush_records,
+                         lag=lag)
+
+    def highwaters(self, partitions: Iterable[int]) -> dict[tuple[str, int], int | None]:
+        """End offsets librdkafka knows from its fetches for the sparse inputs (None: not fetched yet)."""
+        return {(short, p): self.cached_end(topic(short, self.namespace), p) for short in SPARSE for p in partitions}
+
+    def empty_activity_partitions(self) -> list[int]:
+        """Assigned partitions whose activity topic holds no record at all (known end offset 0)."""
+        return sorted(p for p in self.assigned if self.cached_end(self.activity, p) == 0)
+
+    def handle(self, batch: list[Any]) -> None:
+        t0 = time.perf_counter()
+        short_of = self.short_of
+        incs = [Incoming(short_of[m.topic()], m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+                for m in batch]
+        parts = {inc.partition for inc in incs}
+        result = self.pipeline.process(self.store, incs, int(time.time() * 1000), self.namespace,
+                                       self.highwaters(parts))
+        self.deliver(result)
+        self.count(result, time.perf_counter() - t0)
+
+    def flush(self) -> None:
+        self._flush()
+
+    def forget(self, partitions: set[int] | None) -> None:
+        self.pipeline.forget_partitions(partitions)
+
+    def idle(self) -> None:
+        """Move partition clocks held by a sparse input that has since caught up (no new records needed)."""
         if not self.assigned:
             return
         result = self.pipeline.tick(self.store, self.assigned, self.highwaters(self.assigned))
         self.deliver(result)
-        self._commit()
         self.count(result, 0.0)
