@@ -284,16 +284,17 @@ def test_baselines_cli_parses_retune() -> None:
 def test_edge_applies_envelopes_and_skips_bad_ones() -> None:
     from streams.site_stage import SiteEdge
 
-    edge = SiteEdge.__new__(SiteEdge)  # the dispatch only: no Faust app, no broker
-    edge.stage, edge.store, edge.name = _stage(SiteConfig(sources=1, baselines=SMALL)), DictStore(), "t.sites"
+    edge = SiteEdge.__new__(SiteEdge)  # the dispatch only: no worker, no broker
+    edge.stage, edge.name = _stage(SiteConfig(sources=1, baselines=SMALL)), "t.sites"
+    store = DictStore()
     res = SiteResult()
-    edge.apply(0, window_envelope(_pw("a", T0)), res)
-    edge.apply(0, clock_envelope(0, T0 + SIZE), res)
-    edge.apply(0, orjson.dumps({"k": "e", "p": 3}), res)
-    edge.apply(0, orjson.dumps({"k": "f", "tenant_id": 1, "site_id": "s1", "anomaly_id": "x",
+    edge.apply(store, 0, window_envelope(_pw("a", T0)), res)
+    edge.apply(store, 0, clock_envelope(0, T0 + SIZE), res)
+    edge.apply(store, 0, orjson.dumps({"k": "e", "p": 3}), res)
+    edge.apply(store, 0, orjson.dumps({"k": "f", "tenant_id": 1, "site_id": "s1", "anomaly_id": "x",
                                 "verdict": "FALSE_POSITIVE", "at": 1}), res)
-    edge.apply(0, orjson.dumps({"k": "r", "tenant_id": 1, "site_id": None, "at": None}), res)
+    edge.apply(store, 0, orjson.dumps({"k": "r", "tenant_id": 1, "site_id": None, "at": None}), res)
     for bad in (b"not json", orjson.dumps({"k": "?"}), orjson.dumps({"k": "c"}), None):
-        edge.apply(0, bad, res)
+        edge.apply(store, 0, bad, res)
     assert res.counts["counted"] == 1 and res.counts["site_windows"] == 1
     assert res.counts["retuned_sites"] == 1 and res.counts["bad"] == 4
