@@ -1,4 +1,4 @@
-"""Benchmark: the Faust worker end to end, beside the ceiling measured in the same run.
+"""Benchmark: the worker (`noc worker`) end to end, beside the ceiling measured in the same run.
 
 1. Produce a simulated world (default 10,000 people) at full speed into a fresh namespace.
 2. Ceiling: a plain confluent-kafka consumer + Avro decode (schemas.serde) over the same input topics.
@@ -173,7 +173,7 @@ def main() -> None:
             extra += [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
             extra += [] if args.batch_within is None else ["--batch-within", str(args.batch_within)]
             rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp), extra)
-            print(f"worker   Faust, 1 process, end to end:         {total} records in {wdt:.2f} s = {rate:,.0f} "
+            print(f"worker   noc worker, 1 process, end to end:    {total} records in {wdt:.2f} s = {rate:,.0f} "
                   f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB {' '.join(extra)}")
             if args.no_latency:
                 return

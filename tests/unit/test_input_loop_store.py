@@ -1,0 +1,73 @@
+"""The worker's changelog-backed state (streams.input_loop.ChangelogStore) and the pipeline's open sessions:
+what is written where, what a flush coalesces, what a partition drop removes. No broker: the changelog
+sends are recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.scoring import ModelCache
+from streams.core.pipeline import DictStore, Incoming, Pipeline, References
+from streams.input_loop import ChangelogStore
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int]] = []
+
+    def __call__(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> None:
+        self.sent.append((topic, key, value, partition))
+
+
+def test_store_writes_through_to_the_partition_of_the_key() -> None:
+    rec = Recorder()
+    st = ChangelogStore(rec, "ns.noc-worker-pipeline-changelog")
+    st.put(2, "2|win|1:p1", {"a": [1, 2]})
+    st.put(4, "4|wm", {"off": {}})
+    assert st.get("2|win|1:p1") == {"a": [1, 2]} and st.get("missing") is None
+    st.delete(2, "2|win|1:p1")
+    assert st.get("2|win|1:p1") is None
+    assert [(t, k, p) for t, k, _v, p in rec.sent] == [
+        ("ns.noc-worker-pipeline-changelog", b"2|win|1:p1", 2), ("ns.noc-worker-pipeline-changelog", b"4|wm", 4),
+        ("ns.noc-worker-pipeline-changelog", b"2|win|1:p1", 2)]
+    assert rec.sent[-1][2] is None  # a tombstone: compaction forgets the key
+    assert sorted(st.keys()) == ["4|wm"]
+
+
+def test_drop_removes_only_the_given_partitions() -> None:
+    st = ChangelogStore(Recorder(), "c")
+    for p in (1, 11, 2):
+        st.put(p, f"{p}|wm", {"p": p})
+    st.drop({1})
+    assert sorted(st.keys()) == ["11|wm", "2|wm"]  # "11|" is not "1|"
+    st.drop(set())
+    assert len(list(st.keys())) == 2
+
+
+def _incoming(offset: int, value: bytes) -> Incoming:
+    return Incoming("activity", 0, offset, b"k", value, 0)
+
+
+def test_open_session_coalesces_writes_until_pipeline_commit() -> None:
+    """Two process() calls before one commit: the offset marker is written once, after the second call."""
+    writes: list[tuple[str, Any]] = []
+
+    class Counting(DictStore):
+        def put(self, partition: int, key: str, value: Any) -> None:
+            writes.append((key, value))
+            super().put(partition, key, value)
+
+    store = Counting()
+    pipe = Pipeline(References(), ModelCache())
+    pipe.process(store, [_incoming(0, b"garbage")], 0)
+    pipe.process(store, [_incoming(1, b"garbage")], 0)
+    assert writes == []  # nothing written before the commit
+    pipe.commit()
+    markers = [v for k, v in writes if k == "0|wm"]
+    assert len(markers) == 1 and markers[0]["off"] == {"activity": 1}
+    # after a commit a new session starts from the store: a redelivered record is skipped
+    res = pipe.process(store, [_incoming(1, b"garbage")], 0)
+    assert res.skipped == 1
+    pipe.forget_partitions([0])
+    res = pipe.process(store, [_incoming(2, b"garbage")], 0)
+    assert res.processed["activity"] == 1 and res.dead_letters["MALFORMED"] == 1
