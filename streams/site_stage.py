@@ -195,25 +195,31 @@ class SiteLoop(BatchLoop):
         self.edge = edge
         changelog = f"{s.namespace}.noc-worker-sites-changelog"
         ensure_changelog(s.bootstrap, changelog, SITE_PARTITIONS)
-        # flush_every_s=0: the stage writes its state per batch, so each batch is flushed and committed at once
         super().__init__(bootstrap=s.bootstrap, topics=[edge.name], group=sites_group(s.namespace),
                          changelog=changelog, sink=sink, on_error=on_error, batch_size=s.batch_size,
-                         batch_within_s=s.batch_within_s, flush_every_s=0.0)
+                         batch_within_s=s.batch_within_s, flush_every_s=s.flush_every_s,
+                         flush_records=s.flush_records)
+        # State changes of the batches since the last flush, serialised once at the flush (a site's baselines
+        # were re-serialised per batch, the stage's largest cost). The stage reads its own decoded objects, not
+        # the store, until it forgets them — and the loop flushes before any rebalance lets it forget.
+        self.pending = SiteResult()
 
     def handle(self, batch: list[Any]) -> None:
         res = SiteResult()
         for m in batch:
             self.edge.apply(self.store, m.partition(), m.value(), res)
         self.edge.worker.produce(self.sink, res.outs)
-        res.commit(self.store)
+        self.pending.writes.update(res.writes)
         for k, n in res.counts.items():
             self.edge.counts[k] += n
 
     def flush(self) -> None:
+        self.pending.commit(self.store)
         self.sink.deliver()
 
     def forget(self, partitions: set[int] | None) -> None:
         self.edge.stage.forget()  # rebuilt from the store for whatever partitions it holds
+        self.pending = SiteResult()  # empty after a flush; after a lost assignment, not ours to write
 
 
 def sites_group(namespace: str) -> str:
