@@ -30,14 +30,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+def resume_start(bootstrap: str, namespace: str, timeout_s: float = 10.0) -> str | None:
+    """Where a repeated demo's simulated time starts: the day after the latest activity already in the namespace
+    (None: the topic is empty, the simulator's default start). Re-simulating the same days would only produce
+    LATE dead letters: the worker's event-time clock is already past them."""
+    from datetime import UTC, datetime, timedelta
+
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from schemas.serde import DecodeError, decode
+    from schemas.topics import BY_SHORT, topic
+
+    name = topic("activity", namespace)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"noc-demo-start-{time.time_ns()}",
+                  "enable.auto.commit": False, "socket.timeout.ms": 10_000})
+    try:
+        tps = []
+        deadline = time.monotonic() + timeout_s
+        for p in range(BY_SHORT["activity"].partitions):
+            while True:
+                try:
+                    low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)
+                    break
+                except KafkaException:  # a topic just created has no leader for a moment
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)  # retry period while the leader is elected, not synchronisation
+            if high > low:
+                tps.append(TopicPartition(name, p, high - 1))
+        if not tps:
+            return None
+        c.assign(tps)
+        latest, left, deadline = 0, len(tps), time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for msg in c.consume(left, timeout=1.0):
+                if msg.error() is not None:
+                    continue
+                left -= 1
+                try:
+                    latest = max(latest, int(decode(msg.value())["occurred_at"]))
+                except (DecodeError, KeyError, TypeError, ValueError):
+                    continue  # a malformed record at the end: the others decide
+    finally:
+        c.close()
+    if not latest:
+        return None
+    day = datetime.fromtimestamp(latest / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def children(args: argparse.Namespace, start: str | None = None) -> list[tuple[str, list[str]]]:
     """The pipeline's processes, in start order; each is an ordinary ``noc`` subcommand."""
     noc = shutil.which("noc") or sys.argv[0]
+    sim = [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate), "--span", args.span]
     return [
         ("worker", [noc, "worker", "--metrics-port", "9101"]),
         ("sink", [noc, "sink", "--metrics-port", "9102", "--no-migrate"]),
         ("gateway", [noc, "gateway", "--port", str(args.port)]),
-        ("simulator", [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate), "--span", args.span]),
+        ("simulator", sim + (["--start", start] if start else [])),
     ]
 
 
@@ -133,8 +183,11 @@ def run(args: argparse.Namespace) -> int:
     _token_id, token = create_token(s.pg_dsn, args.tenant, ["noc:manage"], label="noc demo")
     logs = s.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    start = resume_start(s.bootstrap, s.namespace)
+    if start:
+        print(f"the namespace already holds simulated activity: simulating from {start} on")
     running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    for name, cmd in children(args):
+    for name, cmd in children(args, start):
         log = logs / f"{name}.log"
         running.append((name, subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT), log))
         print(f"started {name} (pid {running[-1][1].pid}, log {log})")
