@@ -72,8 +72,9 @@ def changelog_topic(namespace: str) -> str:
     return f"{namespace}.noc-worker-pipeline-changelog"
 
 
-def ensure_changelog(bootstrap: str, name: str, partitions: int = PERSON_PARTITIONS) -> None:
-    """Create a compacted state changelog if missing (one partition per input partition)."""
+def ensure_topic(bootstrap: str, name: str, partitions: int, config: dict[str, str]) -> None:
+    """Create a worker-owned topic if missing (before anything is produced to it); a concurrent worker creating
+    it first is fine."""
     from confluent_kafka.admin import NewTopic
 
     from infra.topics_admin import admin
@@ -81,14 +82,19 @@ def ensure_changelog(bootstrap: str, name: str, partitions: int = PERSON_PARTITI
     client = admin(bootstrap)
     if name in client.list_topics(timeout=TIMEOUT_S).topics:
         return
-    futs = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                          config={"cleanup.policy": "compact"})], request_timeout=TIMEOUT_S)
+    futs = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)],
+                                request_timeout=TIMEOUT_S)
     for fut in futs.values():
         try:
             fut.result(timeout=TIMEOUT_S)
         except KafkaException as exc:  # only "already exists" (a concurrent worker) is tolerated
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def ensure_changelog(bootstrap: str, name: str, partitions: int = PERSON_PARTITIONS) -> None:
+    """A compacted state changelog, one partition per input partition."""
+    ensure_topic(bootstrap, name, partitions, {"cleanup.policy": "compact"})
 
 
 class ChangelogStore:

@@ -37,7 +37,7 @@ from schemas.topics import PERSON_PARTITIONS, site_key
 from streams.core.baselines import BaselineConfig
 from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, ticket_feedback
 from streams.core.types import Out, Record
-from streams.input_loop import BatchLoop, ensure_changelog
+from streams.input_loop import BatchLoop, ensure_changelog, ensure_topic
 
 log = logging.getLogger("streams.sites")
 
@@ -60,26 +60,9 @@ def config_from_env(env: dict[str, str] | None = None) -> SiteConfig:
     return dataclasses.replace(SiteConfig(), baselines=BaselineConfig(**b), **d)
 
 
-def ensure_topic(bootstrap: str, namespace: str) -> None:
-    """Create the internal site topic if missing (before anything is produced to it)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    from infra.topics_admin import admin
-
-    client = admin(bootstrap)
-    name = internal_topic(namespace)
-    if name in client.list_topics(timeout=TIMEOUT_S).topics:
-        return
-    futs = client.create_topics([NewTopic(name, num_partitions=SITE_PARTITIONS, replication_factor=1,
-                                          config={"retention.ms": str(7 * 24 * 3_600_000)})],
-                                request_timeout=TIMEOUT_S)
-    for fut in futs.values():
-        try:
-            fut.result(timeout=TIMEOUT_S)
-        except KafkaException as exc:  # only "already exists" (a concurrent worker) is tolerated
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+def ensure_site_topic(bootstrap: str, namespace: str) -> None:
+    """The internal site topic (a week's retention: it is only read back by the worker)."""
+    ensure_topic(bootstrap, internal_topic(namespace), SITE_PARTITIONS, {"retention.ms": str(7 * 24 * 3_600_000)})
 
 
 def window_envelope(win: Record) -> bytes:
@@ -113,7 +96,7 @@ class SiteEdge:
         self.worker = worker
         s = worker.settings
         self.name = internal_topic(s.namespace)
-        ensure_topic(s.bootstrap, s.namespace)
+        ensure_site_topic(s.bootstrap, s.namespace)
         self.stage = SiteStage(self._timezone, cfg or config_from_env())
         self.counts: Counter[str] = Counter()
         self._announced: set[int] = set()
