@@ -348,12 +348,22 @@ class SinkWorker:
             futures = self.admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()
                                                for tp in assignment}, request_timeout=KAFKA_TIMEOUT_S)
             ends = {(tp.topic, tp.partition): f.result(timeout=KAFKA_TIMEOUT_S).offset for tp, f in futures.items()}
+            # Nothing committed yet: what is left starts at the log start, not 0 (retention may have deleted every
+            # record of a partition, which then never yields one to commit).
+            never = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+            starts: dict[tuple[str, int], int] = {}
+            if never:
+                futures = self.admin.list_offsets({tp: OffsetSpec.earliest() for tp in never},
+                                                  request_timeout=KAFKA_TIMEOUT_S)
+                starts = {(tp.topic, tp.partition): f.result(timeout=KAFKA_TIMEOUT_S).offset
+                          for tp, f in futures.items()}
         except KafkaException as exc:
             log.debug("end offsets not available yet: %s", exc)
             return False
         done = True
         for tp in committed:
-            n = lag(ends[(tp.topic, tp.partition)], tp.offset)
+            key = (tp.topic, tp.partition)
+            n = lag(ends[key], tp.offset if tp.offset >= 0 else starts.get(key, 0))
             metrics.LAG.labels(tp.topic, str(tp.partition)).set(n)
             done = done and n == 0
         return done

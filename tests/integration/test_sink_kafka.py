@@ -140,3 +140,24 @@ def test_max_idle_stops_a_worker_with_nothing_to_read(kafka_bootstrap: str, name
     stats = SinkWorker(SinkConfig(dsn=pg_schema[0], bootstrap=kafka_bootstrap, namespace=namespace,
                                   topics=("alerts",), group=f"idle-{namespace}", max_idle_s=1.0)).run()
     assert stats.records == 0 and time.monotonic() - t < 30
+
+
+def test_until_caught_up_stops_when_retention_emptied_a_partition(kafka_bootstrap: str, namespace: str,
+                                                                  pg_schema: tuple[str, str]) -> None:
+    """A partition whose every record was deleted (retention, DeleteRecords) has end offset > 0 but nothing to
+    read or commit: it counts as caught up from its log start, not as lagging forever."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    dsn, _schema = pg_schema
+    name = topic("activity", namespace)
+    _produce(kafka_bootstrap, [(name, encode("activity_signal", activity())) for _ in range(3)])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"probe-{namespace}"})
+    partition = next(p for p in range(6) if probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1])
+    end = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=10)[1]
+    probe.close()
+    for fut in admin.delete_records([TopicPartition(name, partition, end)], request_timeout=30).values():
+        fut.result(timeout=30)
+    stats = _worker(dsn, kafka_bootstrap, namespace).run()  # returns once caught up (pytest-timeout otherwise)
+    assert stats.records == 0
