@@ -194,6 +194,7 @@ class Worker:
                 log.warning("model event not applied: %s", outcome.error)
             elif outcome.changed:
                 log.info("model for tenant %s is now %s", outcome.tenant_id, outcome.model_version)
+                self.metrics.set_models(self.models.versions(), self.models.rules.model_version)
             return
         if not self.pipeline.apply_reference(short, value):
             log.warning("undecodable record on %s (key %r) ignored", short, key)
@@ -201,6 +202,7 @@ class Worker:
     def load_references(self) -> int:
         n = self.ref_tail.load()
         self.refs.mark_loaded()
+        self.metrics.set_models(self.models.versions(), self.models.rules.model_version)
         self.ref_tail.start()
         return n
 

@@ -31,9 +31,20 @@ class WorkerMetrics:
         self.outputs = Counter("noc_worker_records_produced", "Records produced, by topic", ["topic"], registry=r)
         self.batch_seconds = Histogram("noc_worker_batch_seconds", "Processing time of one consumed batch",
                                        registry=r)
+        self.active_model = Gauge("noc_worker_active_model",
+                                  'Fraud model in use (1), per tenant; tenant "*" is the global model or the rules',
+                                  ["tenant", "model_version"], registry=r)
         self.duplicate_acks = Counter("noc_worker_duplicate_acks_repaired",
                                       "Duplicate offsets removed from Faust's acked list (streams.faust_acks)",
                                       registry=r)
+
+    def set_models(self, versions: dict[int | None, str], fallback: str) -> None:
+        """The active model per tenant (``None``: the global model); ``fallback`` when there is none at all."""
+        self.active_model.clear()
+        for tenant, version in versions.items():
+            self.active_model.labels("*" if tenant is None else str(tenant), version).set(1)
+        if None not in versions:
+            self.active_model.labels("*", fallback).set(1)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -95,6 +95,7 @@ def test_activated_model_hot_reloads_in_running_worker(kafka_bootstrap: str, nam
                  "the worker to score the first batch")
         rules = decoded(_scores(kafka_bootstrap, namespace), "fraud_score")
         assert {s["model_version"] for s in rules} == {"rules-v1"}
+        assert w.metrics().get('noc_worker_active_model{model_version="rules-v1",tenant="*"}') == 1.0
         assert [s["fraud_probability"] >= 0.80 for s in rules if s["event_id"] in forged_ids] == [True, True]
         for s in rules:
             _check_score(s)
@@ -119,6 +120,8 @@ def test_activated_model_hot_reloads_in_running_worker(kafka_bootstrap: str, nam
                  and len(_scores(kafka_bootstrap, namespace)) > sum(reloaded.values()),
                  60, "the worker to score the second batch")
         assert w.alive() and w.proc.pid == pid, w.log_tail()
+        models = {k: v for k, v in w.metrics().items() if k.startswith("noc_worker_active_model")}
+        assert models == {f'noc_worker_active_model{{model_version="{version}",tenant="*"}}': 1.0}, models
         all_scores = _scores(kafka_bootstrap, namespace)
         cmds = [c for c in decoded(read_topic(kafka_bootstrap, namespace, "ticket-commands"), "ticket_command")
                 if c["category"] == "SECURITY_FRAUD"]
