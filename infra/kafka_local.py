@@ -82,7 +82,12 @@ def server_properties(s: Settings, data_dir: Path) -> str:
         "group.initial.rebalance.delay.ms=0",
         # Faust creates its changelog/repartition topics itself; auto-create stays on for it.
         "auto.create.topics.enable=true",
-        "log.retention.check.interval.ms=60000",
+        # A development broker: simulated history carries event-time timestamps from any date, so time-based
+        # retention (and the segment rolls that old timestamps trigger, which let the cleaner compact) would delete
+        # or compact records while a test or a demo still reads them. Retention is never enforced and the
+        # cleaner is off here; a production cluster keeps the catalogue's retention and compaction.
+        "log.retention.check.interval.ms=31536000000",
+        "log.cleaner.enable=false",
         "log.segment.bytes=268435456",
         "",
     ])

@@ -34,7 +34,7 @@ TOPIC_OF = {"attendance_event": "attendance", "activity_signal": "activity", "la
 
 def recent(records: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """The test world moved by whole days to end yesterday: records older than a topic's retention would be
-    deleted by the broker's retention check (every minute) while a test reads them."""
+    deleted by a broker that enforces retention while a test reads them (the local one does not)."""
     stamps = [v for _, r in records for v in r.values() if isinstance(v, int) and v > 10**12]
     day = 86_400_000
     shift = (int(time.time() * 1000) - max(stamps)) // day * day - day
