@@ -151,12 +151,18 @@ def test_until_caught_up_stops_when_retention_emptied_a_partition(kafka_bootstra
 
     dsn, _schema = pg_schema
     name = topic("activity", namespace)
-    _produce(kafka_bootstrap, [(name, encode("activity_signal", activity())) for _ in range(3)])
+    delivered: list[tuple[int, int]] = []
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def acked(err: Any, msg: Any) -> None:
+        assert err is None, err
+        delivered.append((msg.partition(), msg.offset()))
+
+    for _ in range(3):  # one key: one partition
+        p.produce(name, key=b"1:p1", value=encode("activity_signal", activity()), on_delivery=acked)
+    assert p.flush(30) == 0 and len(delivered) == 3
+    partition, end = delivered[0][0], max(off for _, off in delivered) + 1
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"probe-{namespace}"})
-    partition = next(p for p in range(6) if probe.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1])
-    end = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=10)[1]
-    probe.close()
     for fut in admin.delete_records([TopicPartition(name, partition, end)], request_timeout=30).values():
         fut.result(timeout=30)
     stats = _worker(dsn, kafka_bootstrap, namespace).run()  # returns once caught up (pytest-timeout otherwise)

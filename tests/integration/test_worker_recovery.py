@@ -141,8 +141,9 @@ def test_two_workers_one_killed_lose_nothing(kafka_bootstrap: str, namespace: st
         producing = threading.Thread(target=lambda: reports.append(
             run(phases[2], kafka_bootstrap, namespace, seed=CFG.seed)))
         producing.start()
-        wait_for(lambda: _inputs_processed(keep, "activity") > 0 and _inputs_processed(victim, "activity") > 0, 90,
-                 "both workers to process activity", every_s=0.02)
+        # 3,000 records with a flush every 2,000: the victim has written state (and committed) at least once.
+        wait_for(lambda: _inputs_processed(keep, "activity") > 0 and _inputs_processed(victim, "activity") >= 3000,
+                 90, "both workers to process activity", every_s=0.02)
         victim.kill()  # SIGKILL mid-stream: its batch in hand and anything since its last commit are redone
         producing.join(120)
         assert reports and reports[0].ok
