@@ -98,19 +98,24 @@ def test_ignores_site_windows_and_windows_without_site() -> None:
     assert res.counts["ignored"] == 2 and not res.writes
 
 
+def _step(st: SiteStage, store: DictStore, kind: str, x: Any) -> SiteResult:
+    """One person window ("w") or clock marker into partition 0, committed."""
+    res = SiteResult()
+    if kind == "w":
+        st.window(store, 0, x, res)
+    else:
+        st.clock(store, 0, x[0], x[1], res)
+    res.commit(store)
+    return res
+
+
 def _drive(order: list[tuple[str, Any]], roundtrip_every: int = 0) -> list[bytes]:
     """Feed (kind, payload) in order, committing (and optionally reloading everything from JSON) as we go."""
     store = DictStore()
     st = _stage(SiteConfig(sources=2, baselines=SMALL))
     got: list[bytes] = []
     for i, (kind, x) in enumerate(order):
-        res = SiteResult()
-        if kind == "w":
-            st.window(store, 0, x, res)
-        else:
-            st.clock(store, 0, x[0], x[1], res)
-        res.commit(store)
-        got += [serde.encode(o.stem, o.record) for o in res.outs]
+        got += [serde.encode(o.stem, o.record) for o in _step(st, store, kind, x).outs]
         if roundtrip_every and i % roundtrip_every == 0:
             store.data = json.loads(json.dumps(store.data))
             st.forget()
@@ -156,13 +161,7 @@ def test_baselines_flag_a_spike_and_learn_from_feedback_and_retune() -> None:
     st = _stage(SiteConfig(sources=2, baselines=SMALL))
     outs: list[Out] = []
     for kind, x in _history():
-        res = SiteResult()
-        if kind == "w":
-            st.window(store, 0, x, res)
-        else:
-            st.clock(store, 0, x[0], x[1], res)
-        res.commit(store)
-        outs += res.outs
+        outs += _step(st, store, kind, x).outs
     anomalies = [o.record for o in outs if o.stem == "anomaly"]
     spikes = [a for a in anomalies if a["metric"] == "phone_events_count" and a["observed"] >= 120]
     assert spikes, anomalies
