@@ -198,7 +198,6 @@ class BatchLoop:
         self.batch: list[Any] = []
         self.batch_started = 0.0
         self.stopping = threading.Event()
-        self.ready = threading.Event()  # set once a first assignment was restored (tests, benchmarks)
         self.thread = threading.Thread(target=self._run, name=f"noc-{self.name}", daemon=True)
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap,
@@ -291,7 +290,6 @@ class BatchLoop:
         self.assigned = numbers
         log.info("%s: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
                  self.name, sorted(numbers), len(new), n, time.perf_counter() - t0)
-        self.ready.set()
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if self.batch:
