@@ -39,6 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from schemas.topics import PERSON_PARTITIONS, topic
 from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, Result
+from streams.gc_policy import FREEZER
 
 log = logging.getLogger("streams.inputs")
 
@@ -338,6 +339,7 @@ class BatchLoop:
         self.unflushed = 0
         self.last_flush = time.monotonic()
         release_free_memory()
+        FREEZER.flushed()
 
 
 class InputLoop(BatchLoop):

@@ -139,13 +139,15 @@ class SiteBaselines:
         return cls(tenant_id, site_id, cfg)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe; the packed stats travel as base64 of zlib of little-endian doubles."""
+        """JSON-safe; the packed stats travel as base64 of zlib of little-endian doubles. Level 1: a site is
+        serialised at every state flush, and level 6 cost ~3x the time (the site stage's largest cost) for ~5%
+        smaller values."""
         raw = self.stats
         if sys.byteorder != "little":  # pragma: no cover - big-endian hosts only
             raw = array("d", raw)
             raw.byteswap()
         return {"v": 2, "tenant_id": self.tenant_id, "site_id": self.site_id,
-                "stats": base64.b64encode(zlib.compress(raw.tobytes(), 6)).decode("ascii"),
+                "stats": base64.b64encode(zlib.compress(raw.tobytes(), 1)).decode("ascii"),
                 "tuning": {k: list(v) for k, v in sorted(self.tuning.items())},
                 "pending": [[a, k] for a, k in self.pending.items()], "last_retune": self.last_retune,
                 "first_start": self.first_start, "recent": [list(r) for r in self.recent],
