@@ -217,6 +217,9 @@ class _Session:
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
         self.absent: set[str] = set()  # keys the store did not have: deleting them again writes nothing
+        # Pending records added since the last flush and still pending (most are released before the flush
+        # and never reach the store): written at the flush.
+        self.pend: dict[str, Any] = {}
         self.flushed = False
 
     def get(self, key: str) -> Any:
@@ -248,7 +251,15 @@ class _Session:
         self.cache[key] = None
         self.dirty.add(key)
 
+    def release(self, key: str) -> None:
+        """A pending record was released: forget it, or delete it from the store if an earlier flush wrote it."""
+        if self.pend.pop(key, None) is None:
+            self.delete(key)
+
     def flush(self, marker_key: str) -> None:
+        for key in sorted(self.pend):
+            self.store.put(self.p, key, self.pend[key])
+        self.pend.clear()
         for key in sorted(self.dirty - {marker_key}):
             if key in self.objs:
                 self.store.put(self.p, key, self.objs[key].to_dict())
@@ -273,6 +284,7 @@ class _Index:
     """In-memory index of one partition: pending keys (sorted) and timers (rebuilt from the store)."""
 
     pending: list[str] = field(default_factory=list)  # sorted pend keys
+    items: dict[str, Any] = field(default_factory=dict)  # pend key -> record, for those added in this process
     timers: list[tuple[int, str]] = field(default_factory=list)  # heap of (event time, state key); lazy
     due: dict[str, int] = field(default_factory=dict)  # state key -> its current timer time
 
@@ -416,9 +428,11 @@ class Pipeline:
         if stem != "activity_signal":
             res.outs.extend(feed_events(stem, record))  # alert_created / finding_created: as they arrive
         key = _pend_key(p, t, RANK[stem], evidence_id(stem, record))
-        if s.get(key) is None:
-            s.put(key, {"stem": stem, "record": record})
-            bisect.insort(idx.pending, key)
+        pending = idx.pending
+        i = bisect.bisect_left(pending, key)
+        if i == len(pending) or pending[i] != key:  # else: the same record is already waiting
+            pending.insert(i, key)
+            idx.items[key] = s.pend[key] = {"stem": stem, "record": record}
         clock = wm["clock"]
         if clock is not None and t <= clock:  # live only: a sparse topic that was idle got an old record
             res.out_of_order += 1
@@ -470,8 +484,10 @@ class Pipeline:
         keys, idx.pending[:upto] = idx.pending[:upto], []
         items: list[tuple[int, str, Record]] = []
         for key in keys:
-            item = s.get(key)
-            s.delete(key)
+            item = idx.items.pop(key, None)
+            if item is None:  # restored from the store
+                item = s.get(key)
+            s.release(key)
             if item is not None:
                 stem, record = item["stem"], item["record"]
                 items.append((event_time(stem, record), stem, record))

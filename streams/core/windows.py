@@ -168,6 +168,9 @@ class _Windows:
         self.rolling_base = 0
         self.rolling: list[int] = []
         self.duties: dict[str, dict[str, Any]] = {}  # person id -> duty
+        # next_deadline(), cached (the pipeline asks after every signal); None: recompute. Reset wherever the
+        # open windows, the duties' bounds or closed_to change.
+        self._due: tuple[int | None] | None = None
 
     # -- serialisation ------------------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class _Windows:
         self.rolling_base = int(d["rolling"][0]) if d["rolling"] else 0
         self.rolling = [int(x) for x in d["rolling"][1:]]
         self.duties = {k: _copy_duty(v) for k, v in d["duties"].items()}
+        self._due = None
 
     # -- hooks ----------------------------------------------------------------------------------------
 
@@ -231,6 +235,7 @@ class _Windows:
             return Observed("DUPLICATE" if eid in self.recent.get(start, ()) else "LATE", outs)
         if acc is None:
             acc = self.open[start] = _Acc()
+            self._due = None
         acc.ids.add(eid)
         n = acc.n
         n[_KIND_SLOT[rec["kind"]]] += 1
@@ -254,6 +259,7 @@ class _Windows:
         who = str(rec["person_id"])
         t = int(rec["occurred_at"])
         duty = self.duties.get(who)
+        self._due = None
         if rec.get("event_type") == "CHECK_IN":
             if duty is not None and duty["start"] == t:
                 return
@@ -272,7 +278,9 @@ class _Windows:
             if self.duties:
                 for who in [w for w, d in self.duties.items() if d["end"] <= self.closed_to]:
                     del self.duties[who]
+                    self._due = None
             return []
+        self._due = None
         outs: list[Out] = []
         cursor = self.closed_to
         while True:
@@ -293,8 +301,10 @@ class _Windows:
 
     def next_deadline(self) -> int | None:
         """The watermark at which :meth:`advance` will next close a window (None: nothing pending)."""
-        s = self._next_window(self.closed_to)
-        return None if s is None else s + self.cfg.size_ms + self.cfg.grace_ms
+        if self._due is None:
+            s = self._next_window(self.closed_to)
+            self._due = (None if s is None else s + self.cfg.size_ms + self.cfg.grace_ms,)
+        return self._due[0]
 
     def _next_window(self, cursor: int | None) -> int | None:
         """The first window at or after ``cursor`` that has signals or overlaps a duty."""
