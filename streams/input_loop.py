@@ -236,6 +236,7 @@ class BatchLoop:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        FREEZER.install()
         self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self.thread.start()
