@@ -1,13 +1,14 @@
-"""The worker process: the pipeline and the site stage on librdkafka batch loops, the tickets agent on Faust.
+"""The worker: the pipeline and the site stage on librdkafka batch loops (two processes), the tickets agent on Faust.
 
 * :class:`streams.input_loop.InputLoop` (a thread) reads the co-partitioned person-keyed inputs (attendance,
   activity, alerts, audit-findings) in batches, in its own consumer group (``<ns>.noc-worker-pipeline``, range
   assignor), and calls :meth:`Pipeline.process`; its state is a dict written through to a compacted changelog
   and restored from it on assignment. Through Faust's per-message Stream/Event path the same work cost
   ~70 µs more per record (a no-op Faust agent topped out near 12k records/s).
-* :class:`streams.site_stage.SiteLoop` (a thread, the same base) aggregates the PERSON windows by site into
-  SITE windows, baselines and statistical anomalies, from a site-keyed internal topic the input loop
-  forwards to.
+* :class:`streams.site_stage.SiteLoop` (the same base) aggregates the PERSON windows by site into SITE windows,
+  baselines and statistical anomalies, from a site-keyed internal topic the input loop forwards to. It runs in
+  a child process (:mod:`streams.site_worker`, ``--stage sites``) that this one starts and supervises, so the
+  two pure-Python stages use two cores instead of sharing one through the GIL.
 * The Faust app runs the ``tickets`` agent (keyed by ticket, not co-partitioned), for baseline feedback only
   (the ticket sink emits ``ticket_updated`` once its state machine accepted a change), and hosts the process.
 * Outputs and changelog writes go through librdkafka producers (:class:`Sink`), one per producing thread.
@@ -26,7 +27,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +44,13 @@ from streams.core.validate import dead_letter_for_decode_error
 from streams.faust_acks import install as repair_duplicate_acks
 from streams.input_loop import InputLoop
 from streams.metrics import WorkerMetrics
+from streams.producer import OUTPUT_TOPICS, Sink, send_outputs
 from streams.refs import RefTail
 from streams.site_stage import SiteEdge
+from streams.site_worker import SiteProcess
 
 log = logging.getLogger("streams.worker")
 
-OUTPUT_TOPICS = ("signal-windows", "baselines", "anomalies", "incidents", "fraud-scores", "ticket-commands",
-                 "finding-escalations", "events", "dead-letters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,63 +66,14 @@ class WorkerSettings:
     component: str = "noc-worker"
     log_level: str = "info"
     max_cached_states: int = 100_000  # per partition, see PipelineConfig
+    # "all": the pipeline here and the site stage in a child process (streams.site_worker); "pipeline": only
+    # the pipeline (the site stage runs elsewhere, ``noc worker --stage sites``).
+    stage: str = "all"
 
     @property
     def app_id(self) -> str:
         # Prefixed by the namespace so the changelog topic lives (and is deleted) with the namespace.
         return f"{self.namespace}.noc-worker"
-
-
-class Sink:
-    """One confluent-kafka (librdkafka) producer for outputs and state changelog writes.
-
-    Faust's own producer path (aiokafka, one awaited future per record) cost about a millisecond per output
-    here; librdkafka batches in C. ``deliver()`` blocks until everything queued is acknowledged (a few ms per
-    batch), which is what the at-least-once ordering needs: outputs acknowledged before the state is written,
-    the state acknowledged before the batch is acked to Faust."""
-
-    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
-        from confluent_kafka import Producer
-
-        self.timeout_s = timeout_s
-        self.errors: list[str] = []
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "client.id": "noc-worker",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "compression.type": "lz4",
-            "message.timeout.ms": int(timeout_s * 1000),
-            "socket.timeout.ms": 10_000,
-            "queue.buffering.max.messages": 1_000_000,
-            # Bounded: a state flush queues tens of MB of changelog records; past this, send() waits for
-            # acknowledgements instead of growing the process (librdkafka's default allows 1 GB).
-            "queue.buffering.max.kbytes": 16_384,
-            # One client-wide callback, called for failures only: a per-record callback cost ~1.5 µs each.
-            "on_delivery": self._failed,
-            "delivery.report.only.error": True,
-        })
-        self.produce = self.producer.produce
-
-    def _failed(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(f"{msg.topic()}: {err}")
-
-    def send(self, name: str, key: bytes | None, value: bytes | None, partition: int = -1) -> None:
-        """-1: the partitioner chooses (librdkafka's RD_KAFKA_PARTITION_UA)."""
-        while True:
-            try:
-                self.produce(name, value, key, partition)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def deliver(self) -> None:
-        left = self.producer.flush(self.timeout_s)
-        if left or self.errors:
-            errors, self.errors = self.errors, []
-            raise RuntimeError(f"could not deliver {left} records: {errors[:5]}")  # crash: redelivery redoes it
 
 
 class Worker:
@@ -172,11 +123,12 @@ class Worker:
         # the input loop's and the site loop's.
         self.sink = Sink(s.bootstrap)
         self.input_sink = Sink(s.bootstrap)
-        self.site_sink = Sink(s.bootstrap)
         self.out_names = {short: topic(short, s.namespace) for short in OUTPUT_TOPICS}
         self.ref_tail = RefTail(s.bootstrap, s.namespace, self._apply_ref)
         self.app.agent(self.tickets, name="tickets", concurrency=1)(self._tickets_agent)
-        self.sites = SiteEdge(self)  # SITE windows, baselines, statistical anomalies (streams.site_stage)
+        # The site stage (SITE windows, baselines, statistical anomalies) consumes in its own process; this one
+        # forwards person windows and clocks to it, and ticket feedback.
+        self.sites = SiteEdge(self, consume=False)
         self.inputs = InputLoop(bootstrap=s.bootstrap, namespace=s.namespace, pipeline=self.pipeline,
                                 sink=self.input_sink, deliver=self._deliver, flush=self._flush, count=self._count,
                                 on_error=self.loop_failed, batch_size=s.batch_size,
@@ -251,14 +203,7 @@ class Worker:
 
     def produce(self, sink: Sink, outs: list[Out]) -> None:
         """Encode and send; wait until all are acknowledged."""
-        encode, send, names = self.schemas.encode, sink.send, self.out_names
-        counts: Counter[str] = Counter()
-        for out in outs:
-            send(names[out.topic], out.key, encode(out.stem, out.record))
-            counts[out.topic] += 1
-        if outs:
-            sink.deliver()
-        for short, n in counts.items():
+        for short, n in send_outputs(sink, self.schemas, self.out_names, outs).items():
             self.metrics.outputs.labels(short).inc(n)
 
     def _count(self, r: Result, seconds: float) -> None:
@@ -290,8 +235,17 @@ def run(settings: WorkerSettings) -> int:
     if settings.metrics_port:
         worker.metrics.serve(settings.metrics_port)
     fw = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    site_process = None
+    if settings.stage == "all":
+        s = settings
+        site_process = SiteProcess(
+            worker_command(s.namespace, s.bootstrap, 0, [
+                "--stage", "sites", "--batch-size", str(s.batch_size), "--batch-within", str(s.batch_within_s),
+                "--flush-every", str(s.flush_every_s), "--flush-records", str(s.flush_records),
+                "--log-level", s.log_level]),
+            on_exit=lambda code: worker.loop_failed(RuntimeError(f"the site stage process exited with code {code}")))
+        site_process.start()
     worker.inputs.start()
-    worker.sites.loop.start()
     try:
         fw.execute_from_commandline()
     except SystemExit as exc:  # Faust exits when it stops; the input thread's failure decides the code
@@ -299,10 +253,11 @@ def run(settings: WorkerSettings) -> int:
             raise
     finally:
         worker.inputs.stop()
-        worker.sites.loop.stop()
+        if site_process is not None:
+            site_process.stop()
         worker.ref_tail.stop()
     if worker.failed is not None:
-        log.error("worker stopped because the input loop failed: %r", worker.failed)
+        log.error("worker stopped because a loop failed: %r", worker.failed)
         return 1
     return 0
 

@@ -29,17 +29,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-cache", type=int, default=100_000,
                    help="decoded states kept between batches per partition (speed vs memory; 0: none)")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--stage", choices=("all", "pipeline", "sites"), default="all",
+                   help="all: the pipeline, plus the site stage in a child process; pipeline or sites: that stage "
+                        "only (run stages separately and scale each)")
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
+    if args.stage == "sites":  # without the pipeline's imports (Faust, the scorer)
+        import logging
+
+        from streams.site_worker import SiteSettings, run_sites
+
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        return run_sites(SiteSettings(bootstrap=args.bootstrap, namespace=args.namespace, batch_size=args.batch_size,
+                                      batch_within_s=args.batch_within, flush_every_s=args.flush_every,
+                                      flush_records=args.flush_records))
+
     from streams.app import WorkerSettings, run
 
     return run(WorkerSettings(bootstrap=args.bootstrap, namespace=args.namespace, metrics_port=args.metrics_port,
                               batch_size=args.batch_size, batch_within_s=args.batch_within,
                               flush_every_s=args.flush_every, flush_records=args.flush_records, data_dir=args.data_dir,
                               component=args.component, log_level=args.log_level,
-                              max_cached_states=args.state_cache))
+                              max_cached_states=args.state_cache, stage=args.stage))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

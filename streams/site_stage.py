@@ -92,7 +92,9 @@ class SiteEdge:
     """The site stage of a worker (``streams.app.Worker``): forwards to the internal topic, and reads it back in
     batches (:class:`SiteLoop`, its own consumer group and changelog) into :class:`SiteStage`."""
 
-    def __init__(self, worker: Any, cfg: SiteConfig | None = None) -> None:
+    def __init__(self, worker: Any, cfg: SiteConfig | None = None, consume: bool = True) -> None:
+        """``consume``: also read the internal topic here (:class:`SiteLoop`); False when another process (the
+        worker's site-stage process, :mod:`streams.site_worker`) does."""
         self.worker = worker
         s = worker.settings
         self.name = internal_topic(s.namespace)
@@ -100,7 +102,7 @@ class SiteEdge:
         self.stage = SiteStage(self._timezone, cfg or config_from_env())
         self.counts: Counter[str] = Counter()
         self._announced: set[int] = set()
-        self.loop = SiteLoop(self, worker.site_sink, on_error=worker.loop_failed)
+        self.loop = SiteLoop(self, worker.site_sink, on_error=worker.loop_failed) if consume else None
 
     def _timezone(self, tenant: int, site: str) -> str:
         rec = self.worker.refs.sites.get((tenant, site))
