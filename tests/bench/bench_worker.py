@@ -2,9 +2,11 @@
 
 1. Produce a simulated world (default 10,000 people) at full speed into a fresh namespace.
 2. Ceiling: a plain confluent-kafka consumer + Avro decode (schemas.serde) over the same input topics.
-3. Worker: ``noc worker`` as a subprocess over that backlog; events/s from its first processed record until
-   the group has committed every input (every window/incident/score of those records delivered before).
-   Peak RSS (VmHWM) of the worker with the state of all those people.
+3. Worker: ``noc worker`` as a subprocess over that backlog (it starts its site stage as a child process); events/s
+   from its first processed record until the pipeline group has committed every input (every window, incident and
+   score of those records delivered before) and the site stage has committed what it was forwarded.
+   Peak RSS (VmHWM) of the worker (pipeline) process with the state of all those people, and of its site stage
+   process.
 4. Latency: a second namespace produced at a fixed rate with wall-clock Kafka timestamps; event->incident
    latency = Kafka timestamp of an incident revision minus that of the alert/finding that triggered it.
    Includes the by-design hold-back: a record waits until its partition's activity is ``grace`` (2 min of
@@ -33,6 +35,7 @@ from schemas.topics import BY_SHORT, topic
 from simulator.config import MINUTE_MS, SimConfig
 from simulator.produce import simulate
 from streams.core.pipeline import INPUT_STEMS
+from streams.site_stage import site_stage_caught_up
 from streams.testkit import WorkerProcess, decoded, free_port, group_caught_up, read_topic, wait_for
 
 INPUTS = (*INPUT_STEMS, "tickets")
@@ -80,6 +83,19 @@ def _rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (the worker's site stage process)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (less sensitive than wall time to other load on the machine)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -96,10 +112,16 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         wait_for(lambda: w.processed() > 0, 120, "the worker to start processing", every_s=0.05)
         t0 = time.perf_counter()
         wait_for(lambda: group_caught_up(bootstrap, ns), 1800, "the worker to catch up", every_s=0.2)
+        pipeline_dt = time.perf_counter() - t0
+        # ... and its site stage (SITE windows, baselines): the end of the run
+        wait_for(lambda: site_stage_caught_up(bootstrap, ns), 600, "the site stage to catch up", every_s=0.2)
         dt = time.perf_counter() - t0
         assert w.proc is not None
         rss = _rss_peak_mb(w.proc.pid)
         cpu = _cpu_s(w.proc.pid)
+        for child in _children(w.proc.pid):
+            print(f"         site stage process: peak RSS {_rss_peak_mb(child):.0f} MB, CPU {_cpu_s(child):.1f} s; the "
+                  f"pipeline's inputs were all committed after {pipeline_dt:.2f} s, the site stage's after {dt:.2f} s")
         m = w.metrics()
         batches, inside = m.get("noc_worker_batch_seconds_count", 0.0), m.get("noc_worker_batch_seconds_sum", 0.0)
         print(f"         {batches:.0f} batches ({total / max(batches, 1):,.0f} records each), {inside:.1f} s inside "
@@ -173,7 +195,7 @@ def main() -> None:
             extra += [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
             extra += [] if args.batch_within is None else ["--batch-within", str(args.batch_within)]
             rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp), extra)
-            print(f"worker   noc worker, 1 process, end to end:    {total} records in {wdt:.2f} s = {rate:,.0f} "
+            print(f"worker   noc worker (2 processes), end to end:    {total} records in {wdt:.2f} s = {rate:,.0f} "
                   f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB {' '.join(extra)}")
             if args.no_latency:
                 return
