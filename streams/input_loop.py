@@ -31,6 +31,7 @@ import ctypes.util
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,6 +41,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from schemas.topics import PERSON_PARTITIONS, topic
 from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, Result
 from streams.gc_policy import FREEZER
+from streams.sparse_first import SparseFirst
 
 log = logging.getLogger("streams.inputs")
 
@@ -177,6 +179,7 @@ class BatchLoop:
     batch, a flush, an idle tick and a lost partition mean."""
 
     name = "batches"
+    partition_eof = False  # True: at_end() hears when librdkafka reaches the end of a partition
 
     def __init__(self, *, bootstrap: str, topics: Iterable[str], group: str, changelog: str, sink: Any,
                  on_error: Callable[[BaseException], None], batch_size: int = 10_000, batch_within_s: float = 0.2,
@@ -211,10 +214,13 @@ class BatchLoop:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 2_000,
             "max.poll.interval.ms": 300_000,
-            # Bounded prefetch (the defaults allow 64 MB queued per consumer): a batch is ~1.3 MB of records.
-            "queued.max.messages.kbytes": 8_192,
-            "fetch.max.bytes": 8_388_608,
+            # Bounded prefetch (the defaults allow 64 MB queued per consumer). librdkafka holds ~5x the payload
+            # (per-message ops, decompressed fetch buffers): at 8 MB the pipeline's queue took 45-60 MB of the
+            # worker's heap; 2 MB (~12k records, more than a batch) still keeps ahead of the loop.
+            "queued.max.messages.kbytes": 2_048,
+            "fetch.max.bytes": 2_097_152,
             "socket.timeout.ms": 10_000,
+            "enable.partition.eof": self.partition_eof,
         })
 
     # -- what subclasses define -------------------------------------------------------------------------
@@ -232,6 +238,16 @@ class BatchLoop:
 
     def idle(self) -> None:
         """Called about once a second while no record arrives."""
+
+    def at_end(self, name: str, partition: int, offset: int) -> None:
+        """librdkafka reached the end (``offset``) of a partition (only with ``partition_eof``)."""
+
+    def release(self) -> None:
+        """The assignment is about to change: undo what was done to the consumer for the old one."""
+
+    def took(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Called last in the assignment callback; librdkafka assigns ``partitions`` after it unless this calls
+        ``consumer.assign`` itself (to pause some of them from the start)."""
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -256,6 +272,9 @@ class BatchLoop:
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
+                            name, part, off = m.topic(), m.partition(), m.offset()
+                            if name is not None and part is not None and off is not None:
+                                self.at_end(name, part, off)
                             continue
                         if err.fatal():
                             raise KafkaException(err)
@@ -292,11 +311,13 @@ class BatchLoop:
         self.assigned = numbers
         log.info("%s: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
                  self.name, sorted(numbers), len(new), n, time.perf_counter() - t0)
+        self.took(consumer, partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if self.batch:
             self._process()  # finish and commit what is in hand while the partitions are still ours
         self._commit()
+        self.release()
         log.info("%s: partitions revoked (%d topic partitions)", self.name, len(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -304,6 +325,7 @@ class BatchLoop:
         self.batch.clear()
         self.uncommitted.clear()
         self.unflushed = 0
+        self.release()
         self.store.drop(self.assigned)
         self.forget(None)
         self.assigned = set()
@@ -347,6 +369,7 @@ class InputLoop(BatchLoop):
     """The person-keyed inputs into the pipeline."""
 
     name = "pipeline"
+    partition_eof = True  # the sparse inputs' ends, for SparseFirst
 
     def __init__(self, *, bootstrap: str, namespace: str, pipeline: Pipeline, sink: Any,
                  deliver: Callable[[Result], None], count: Callable[[Result, float], None],
@@ -365,6 +388,10 @@ class InputLoop(BatchLoop):
                          changelog=changelog_topic(namespace), sink=sink, on_error=on_error, batch_size=batch_size,
                          batch_within_s=batch_within_s, flush_every_s=flush_every_s, flush_records=flush_records,
                          lag=lag)
+        # Activity waits for the sparse inputs of its partition (streams.sparse_first: memory, not order).
+        self.flow = SparseFirst(lambda short, p: self.cached_end(topic(short, namespace), p),
+                                lambda p: self.consumer.pause([TopicPartition(self.activity, p)]),
+                                lambda p: self.consumer.resume([TopicPartition(self.activity, p)]))
 
     def highwaters(self, partitions: Iterable[int]) -> dict[tuple[str, int], int | None]:
         """End offsets librdkafka knows from its fetches for the sparse inputs (None: not fetched yet)."""
@@ -384,6 +411,20 @@ class InputLoop(BatchLoop):
                                        self.highwaters(parts))
         self.deliver(result)
         self.count(result, time.perf_counter() - t0)
+        activity: Counter[int] = Counter(inc.partition for inc in incs if inc.topic == "activity")
+        self.flow.after_batch(self.assigned, activity)
+
+    def at_end(self, name: str, partition: int, offset: int) -> None:
+        short = self.short_of.get(name)
+        if short is not None:
+            self.flow.at_end(short, partition, offset)
+
+    def release(self) -> None:
+        self.flow.release()
+
+    def took(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)  # assigned here, so activity can be paused before its first fetch
+        self.flow.start(self.assigned)
 
     def flush(self) -> None:
         self._flush()
