@@ -100,6 +100,25 @@ def ensure_changelog(bootstrap: str, name: str, partitions: int = PERSON_PARTITI
     ensure_topic(bootstrap, name, partitions, {"cleanup.policy": "compact"})
 
 
+NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def watermarks(c: Any, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying retriable errors: a changelog the worker has just created may
+    have no leader yet (a fresh site-stage process died on NOT_LEADER_FOR_PARTITION here)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = c.get_watermark_offsets(tp, timeout=TIMEOUT_S)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() not in NO_LEADER_YET or time.monotonic() > deadline:
+                raise
+            log.info("%s[%d]: %s; retrying", tp.topic, tp.partition, err.str())
+            time.sleep(0.2)  # back-off between metadata retries
+
+
 class ChangelogStore:
     """The pipeline's :class:`Store`: a dict of orjson bytes, each write also sent to the changelog."""
 
@@ -143,7 +162,7 @@ class ChangelogStore:
             ends: dict[int, int] = {}
             tps = []
             for p in partitions:
-                low, high = c.get_watermark_offsets(TopicPartition(self.changelog, p), timeout=TIMEOUT_S)
+                low, high = watermarks(c, TopicPartition(self.changelog, p))
                 if high > low:
                     ends[p] = high
                     tps.append(TopicPartition(self.changelog, p, OFFSET_BEGINNING))

@@ -71,3 +71,28 @@ def test_open_session_coalesces_writes_until_pipeline_commit() -> None:
     pipe.forget_partitions([0])
     res = pipe.process(store, [_incoming(2, b"garbage")], 0)
     assert res.processed["activity"] == 1 and res.dead_letters["MALFORMED"] == 1
+
+
+def test_watermarks_retry_while_a_fresh_changelog_has_no_leader() -> None:
+    import pytest
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    from streams.input_loop import watermarks
+
+    class Flaky:
+        def __init__(self, errors: list[int]) -> None:
+            self.errors = errors
+            self.calls = 0
+
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+            self.calls += 1
+            if self.errors:
+                raise KafkaException(KafkaError(self.errors.pop(0)))
+            return 0, 7
+
+    c = Flaky([KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE])
+    assert watermarks(c, TopicPartition("t", 0)) == (0, 7) and c.calls == 3
+    with pytest.raises(KafkaException):  # anything else is not retried
+        watermarks(Flaky([KafkaError.TOPIC_AUTHORIZATION_FAILED]), TopicPartition("t", 0))
+    with pytest.raises(KafkaException):  # nor past the deadline
+        watermarks(Flaky([KafkaError.NOT_LEADER_FOR_PARTITION] * 100), TopicPartition("t", 0), timeout_s=0.3)
