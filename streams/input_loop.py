@@ -39,6 +39,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.topics import PERSON_PARTITIONS, topic
+from streams.clock_align import ClockAlign, Pauses
 from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, Result
 from streams.gc_policy import FREEZER
 from streams.sparse_first import SparseFirst
@@ -407,10 +408,14 @@ class InputLoop(BatchLoop):
                          changelog=changelog_topic(namespace), sink=sink, on_error=on_error, batch_size=batch_size,
                          batch_within_s=batch_within_s, flush_every_s=flush_every_s, flush_records=flush_records,
                          lag=lag)
-        # Activity waits for the sparse inputs of its partition (streams.sparse_first: memory, not order).
+        # Activity waits for the sparse inputs of its partition (streams.sparse_first) and for partitions far
+        # behind it in event time (streams.clock_align): memory, not order.
+        self.pauses = Pauses(lambda p: self.consumer.pause([TopicPartition(self.activity, p)]),
+                             lambda p: self.consumer.resume([TopicPartition(self.activity, p)]))
         self.flow = SparseFirst(lambda short, p: self.cached_end(topic(short, namespace), p),
-                                lambda p: self.consumer.pause([TopicPartition(self.activity, p)]),
-                                lambda p: self.consumer.resume([TopicPartition(self.activity, p)]))
+                                lambda p: self.pauses.hold(p, "sparse"), lambda p: self.pauses.free(p, "sparse"))
+        self.align = ClockAlign(lambda p: not self.flow.reached_end("activity", p),
+                                lambda p: self.pauses.hold(p, "clock"), lambda p: self.pauses.free(p, "clock"))
 
     def highwaters(self, partitions: Iterable[int]) -> dict[tuple[str, int], int | None]:
         """End offsets librdkafka knows from its fetches for the sparse inputs (None: not fetched yet)."""
@@ -432,14 +437,19 @@ class InputLoop(BatchLoop):
         self.count(result, time.perf_counter() - t0)
         activity: Counter[int] = Counter(inc.partition for inc in incs if inc.topic == "activity")
         self.flow.after_batch(self.assigned, activity)
+        self.align.update(self.assigned, result.clocks)
 
     def at_end(self, name: str, partition: int, offset: int) -> None:
         short = self.short_of.get(name)
         if short is not None:
             self.flow.at_end(short, partition, offset)
+            if short == "activity":
+                self.align.update(self.assigned, {})  # no longer behind: whoever waited for it may go on
 
     def release(self) -> None:
         self.flow.release()
+        self.align.release()
+        self.pauses.release()
 
     def took(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)  # assigned here, so activity can be paused before its first fetch
@@ -458,3 +468,4 @@ class InputLoop(BatchLoop):
         result = self.pipeline.tick(self.store, self.assigned, self.highwaters(self.assigned))
         self.deliver(result)
         self.count(result, 0.0)
+        self.align.update(self.assigned, result.clocks)
