@@ -6,7 +6,7 @@
   partition of it (``forward``). Same producer, sent before the pipeline's state is committed: a crash
   re-forwards them (person window ids dedupe; clocks only move forward).
 * :class:`SiteLoop` reads that topic in batches (librdkafka, group ``<ns>.noc-worker-sites``, a thread of its
-  own; see :mod:`streams.input_loop`) and calls :class:`SiteStage`; its state is a dict written through to the
+  own; see :mod:`streams.batch_loop`) and calls :class:`SiteStage`; its state is a dict written through to the
   changelog ``<ns>.noc-worker-sites-changelog`` after the outputs were acknowledged, then the offsets are
   committed. Through Faust's per-message stream this stage alone cost ~35 µs per input record.
 * The tickets agent calls :meth:`SiteEdge.ticket`: a ticket resolving an anomaly (``related_event_id``) as
@@ -34,10 +34,10 @@ from typing import Any
 import orjson
 
 from schemas.topics import PERSON_PARTITIONS, site_key
+from streams.batch_loop import BatchLoop, ensure_changelog, ensure_topic
 from streams.core.baselines import BaselineConfig
 from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, ticket_feedback
 from streams.core.types import Out, Record
-from streams.input_loop import BatchLoop, ensure_changelog, ensure_topic
 
 log = logging.getLogger("streams.sites")
 

@@ -1,4 +1,4 @@
-"""The worker's changelog-backed state (streams.input_loop.ChangelogStore) and the pipeline's open sessions:
+"""The worker's changelog-backed state (streams.batch_loop.ChangelogStore) and the pipeline's open sessions:
 what is written where, what a flush coalesces, what a partition drop removes. No broker: the changelog
 sends are recorded."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from models.scoring import ModelCache
+from streams.batch_loop import ChangelogStore
 from streams.core.pipeline import DictStore, Incoming, Pipeline, References
-from streams.input_loop import ChangelogStore
 
 
 class Recorder:
@@ -77,7 +77,7 @@ def test_watermarks_retry_while_a_fresh_changelog_has_no_leader() -> None:
     import pytest
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-    from streams.input_loop import watermarks
+    from streams.batch_loop import watermarks
 
     class Flaky:
         def __init__(self, errors: list[int]) -> None:
