@@ -6,7 +6,7 @@
    from its first processed record until the pipeline group has committed every input (every window, incident and
    score of those records delivered before) and the site stage has committed what it was forwarded.
    Peak RSS (VmHWM) of the worker (pipeline) process with the state of all those people, and of its site stage
-   process.
+   process; the peak of their sum (sampled every 0.25 s) and how it moved over the run.
 4. Latency: a second namespace produced at a fixed rate with wall-clock Kafka timestamps; event->incident
    latency = Kafka timestamp of an incident revision minus that of the alert/finding that triggered it.
    Includes the by-design hold-back: a record waits until its partition's activity is ``grace`` (2 min of
@@ -22,6 +22,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -96,6 +97,55 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """RSS of a process and of its children (the site stage), every ``every_s`` in a thread: the peak of their sum
+    (each process's VmHWM peaks at its own moment) and a timeline."""
+
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+        self.pid = pid
+        self.every_s = every_s
+        self.samples: list[tuple[float, float, float]] = []  # (seconds, worker MB, children MB)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> RssSampler:
+        self.t0 = time.perf_counter()
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        children: list[int] = []
+        while not self.stopping.wait(self.every_s):
+            if len(self.samples) % 8 == 0:  # the site stage starts after the worker; /proc scans are not free
+                children = _children(self.pid)
+            self.samples.append((time.perf_counter() - self.t0, _rss_mb(self.pid),
+                                 sum(_rss_mb(c) for c in children)))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+    def peak_sum(self) -> float:
+        return max((w + c for _, w, c in self.samples), default=float("nan"))
+
+    def timeline(self, points: int = 10) -> str:
+        """``t s: worker+children MB`` at about ``points`` evenly spaced moments."""
+        if not self.samples:
+            return "no samples"
+        step = max(1, len(self.samples) // points)
+        return ", ".join(f"{t:.0f}s {w:.0f}+{c:.0f}" for t, w, c in self.samples[::step])
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (less sensitive than wall time to other load on the machine)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -108,6 +158,8 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
     Also prints how many micro-batches the worker took and the time spent inside them (core, state flush,
     produce): the rest of the wall time is Faust's consumer path, the event loop and waiting."""
     w = WorkerProcess(ns, bootstrap, work / "faust", free_port(), work / "worker.log", extra).start()
+    assert w.proc is not None
+    mem = RssSampler(w.proc.pid).start()
     try:
         wait_for(lambda: w.processed() > 0, 120, "the worker to start processing", every_s=0.05)
         t0 = time.perf_counter()
@@ -122,12 +174,16 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         for child in _children(w.proc.pid):
             print(f"         site stage process: peak RSS {_rss_peak_mb(child):.0f} MB, CPU {_cpu_s(child):.1f} s; the "
                   f"pipeline's inputs were all committed after {pipeline_dt:.2f} s, the site stage's after {dt:.2f} s")
+        mem.stop()
+        print(f"         worker + site stage processes together: peak RSS {mem.peak_sum():.0f} MB (sampled every "
+              f"{mem.every_s} s); RSS over the run (worker+site MB): {mem.timeline()}")
         m = w.metrics()
         batches, inside = m.get("noc_worker_batch_seconds_count", 0.0), m.get("noc_worker_batch_seconds_sum", 0.0)
         print(f"         {batches:.0f} batches ({total / max(batches, 1):,.0f} records each), {inside:.1f} s inside "
               f"them ({inside / dt:.0%} of the wall time, {inside / total * 1e6:.0f} µs/record); worker CPU "
               f"{cpu:.1f} s since its start ({cpu / total * 1e6:.0f} µs/record)")
     finally:
+        mem.stop()
         w.stop()
     return total / dt, dt, rss
 
