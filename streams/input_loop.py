@@ -23,8 +23,7 @@ and the commit cadence are :mod:`streams.batch_loop`). Faust still runs the tick
 * On revocation the batch in hand is finished and committed first; on a lost assignment (session timeout)
   it is dropped uncommitted: another member redoes it.
 * **Memory.** A partition's activity is paused while its sparse inputs have unread records
-  (:mod:`streams.sparse_first`) or while it runs far ahead in event time of a partition still catching up
-  (:mod:`streams.clock_align`): what waits for a clock waits decoded in memory.
+  (:mod:`streams.sparse_first`): what waits for the partition clock waits decoded in memory.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from confluent_kafka import TopicPartition
 
 from schemas.topics import topic
 from streams.batch_loop import BatchLoop, ensure_changelog
-from streams.clock_align import ClockAlign, Pauses
 from streams.core.pipeline import INPUT_STEMS, SPARSE, Incoming, Pipeline, Result
 from streams.sparse_first import SparseFirst
 
@@ -76,14 +74,10 @@ class InputLoop(BatchLoop):
                          changelog=changelog_topic(namespace), sink=sink, on_error=on_error, batch_size=batch_size,
                          batch_within_s=batch_within_s, flush_every_s=flush_every_s, flush_records=flush_records,
                          lag=lag)
-        # Activity waits for the sparse inputs of its partition (streams.sparse_first) and for partitions far
-        # behind it in event time (streams.clock_align): memory, not order.
-        self.pauses = Pauses(lambda p: self.consumer.pause([TopicPartition(self.activity, p)]),
-                             lambda p: self.consumer.resume([TopicPartition(self.activity, p)]))
+        # Activity waits for the sparse inputs of its partition (streams.sparse_first: memory, not order).
         self.flow = SparseFirst(lambda short, p: self.cached_end(topic(short, namespace), p),
-                                lambda p: self.pauses.hold(p, "sparse"), lambda p: self.pauses.free(p, "sparse"))
-        self.align = ClockAlign(lambda p: not self.flow.reached_end("activity", p),
-                                lambda p: self.pauses.hold(p, "clock"), lambda p: self.pauses.free(p, "clock"))
+                                lambda p: self.consumer.pause([TopicPartition(self.activity, p)]),
+                                lambda p: self.consumer.resume([TopicPartition(self.activity, p)]))
 
     def highwaters(self, partitions: Iterable[int]) -> dict[tuple[str, int], int | None]:
         """End offsets librdkafka knows from its fetches for the sparse inputs (None: not fetched yet)."""
@@ -105,19 +99,14 @@ class InputLoop(BatchLoop):
         self.count(result, time.perf_counter() - t0)
         activity: Counter[int] = Counter(inc.partition for inc in incs if inc.topic == "activity")
         self.flow.after_batch(self.assigned, activity)
-        self.align.update(self.assigned, result.clocks)
 
     def at_end(self, name: str, partition: int, offset: int) -> None:
         short = self.short_of.get(name)
         if short is not None:
             self.flow.at_end(short, partition, offset)
-            if short == "activity":
-                self.align.update(self.assigned, {})  # no longer behind: whoever waited for it may go on
 
     def release(self) -> None:
         self.flow.release()
-        self.align.release()
-        self.pauses.release()
 
     def took(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)  # assigned here, so activity can be paused before its first fetch
@@ -136,4 +125,3 @@ class InputLoop(BatchLoop):
         result = self.pipeline.tick(self.store, self.assigned, self.highwaters(self.assigned))
         self.deliver(result)
         self.count(result, 0.0)
-        self.align.update(self.assigned, result.clocks)

@@ -28,8 +28,8 @@ HOLD = 2_000  # activity records per partition read ahead of a lagging sparse in
 
 
 class SparseFirst:
-    """Which activity partitions to pause. ``end_of(short, p)``: the end offset librdkafka knows for an input
-    partition (None: not fetched yet); ``pause(p)`` / ``resume(p)`` act on the activity partition ``p``."""
+    """Which activity partitions to pause. ``end_of(short, p)``: the end offset librdkafka knows for a sparse
+    input partition (None: not fetched yet); ``pause(p)`` / ``resume(p)`` act on the activity partition ``p``."""
 
     def __init__(self, end_of: Callable[[str, int], int | None], pause: Callable[[int], None],
                  resume: Callable[[int], None], hold: int = HOLD) -> None:
@@ -37,7 +37,7 @@ class SparseFirst:
         self.pause = pause
         self.resume = resume
         self.hold = hold
-        self.eof: dict[tuple[str, int], int] = {}  # (input short name, partition) -> offset of its last EOF
+        self.eof: dict[tuple[str, int], int] = {}  # (sparse short name, partition) -> offset of its last EOF
         self.held: dict[int, int] = {}  # activity records read since the sparse inputs of p were all at their end
         self.paused: set[int] = set()
 
@@ -48,20 +48,19 @@ class SparseFirst:
                 self.paused.add(p)
                 self.pause(p)
 
-    def reached_end(self, short: str, p: int) -> bool:
-        """librdkafka has handed over every record it knows of on this input partition."""
-        at = self.eof.get((short, p))
-        end = self.end_of(short, p)
-        return at is not None and end is not None and at >= end
-
     def caught_up(self, p: int) -> bool:
-        return all(self.reached_end(short, p) for short in SPARSE)
+        for short in SPARSE:
+            at = self.eof.get((short, p))
+            end = self.end_of(short, p)
+            if at is None or end is None or at < end:
+                return False
+        return True
 
     def at_end(self, short: str, p: int, offset: int) -> None:
         """librdkafka reached the end (``offset``) of an input partition."""
-        self.eof[(short, p)] = offset
         if short not in SPARSE:
             return
+        self.eof[(short, p)] = offset
         if p in self.paused and self.caught_up(p):
             self.paused.discard(p)
             self.held[p] = 0
