@@ -169,6 +169,10 @@ class BatchLoop:
 
     name = "batches"
     partition_eof = False  # True: at_end() hears when librdkafka reaches the end of a partition
+    # librdkafka holds several times the queued payload (per-message ops, decompressed fetch buffers): at 8 MB the
+    # pipeline's queue took 45-60 MB of the worker's heap; the site stage's smaller records keep 8 MB (measured:
+    # less made its process larger, not smaller).
+    prefetch_kbytes = 8_192
 
     def __init__(self, *, bootstrap: str, topics: Iterable[str], group: str, changelog: str, sink: Any,
                  on_error: Callable[[BaseException], None], batch_size: int = 10_000, batch_within_s: float = 0.2,
@@ -203,11 +207,9 @@ class BatchLoop:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 2_000,
             "max.poll.interval.ms": 300_000,
-            # Bounded prefetch (the defaults allow 64 MB queued per consumer). librdkafka holds ~5x the payload
-            # (per-message ops, decompressed fetch buffers): at 8 MB the pipeline's queue took 45-60 MB of the
-            # worker's heap; 2 MB (~12k records, more than a batch) still keeps ahead of the loop.
-            "queued.max.messages.kbytes": 2_048,
-            "fetch.max.bytes": 2_097_152,
+            # Bounded prefetch (the defaults allow 64 MB queued per consumer); see prefetch_kbytes.
+            "queued.max.messages.kbytes": self.prefetch_kbytes,
+            "fetch.max.bytes": self.prefetch_kbytes * 1024,
             "socket.timeout.ms": 10_000,
             "enable.partition.eof": self.partition_eof,
         })
