@@ -212,6 +212,10 @@ class BatchLoop:
             "fetch.max.bytes": self.prefetch_kbytes * 1024,
             "socket.timeout.ms": 10_000,
             "enable.partition.eof": self.partition_eof,
+            # A fetch on partitions at their end waits this long for data (default 500 ms). The input loop holds
+            # activity until its sparse inputs report their end, so at every assignment it waited that long; over
+            # the bench 100 ms was ~10% more events/s. Idle, it costs 10 empty fetches a second instead of 2.
+            "fetch.wait.max.ms": 100,
         })
 
     # -- what subclasses define -------------------------------------------------------------------------
