@@ -92,6 +92,13 @@ class Store(Protocol):
 
     def keys(self) -> Iterable[str]: ...
 
+    def write_through(self, partition: int, key: str, value: Any) -> None:
+        """Write ``value`` durably while the caller keeps the live copy: the store may forget it (``get`` may
+        then miss) until :meth:`keep` hands it back."""
+
+    def keep(self, partition: int, key: str, value: Any) -> None:
+        """Hold ``value`` (already written) again: the caller drops its live copy."""
+
 
 class DictStore:
     """A :class:`Store` over a dict (tests, replays)."""
@@ -113,6 +120,12 @@ class DictStore:
 
     def keys(self) -> Iterable[str]:
         return list(self.data)
+
+    def write_through(self, partition: int, key: str, value: Any) -> None:
+        self.put(partition, key, value)
+
+    def keep(self, partition: int, key: str, value: Any) -> None:
+        self.data[key] = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +220,16 @@ class _Session:
 
     Component states (``ps``, ``dev``, ``win``, ``corr``, ``esc``) stay decoded between batches in ``objs``
     (the partition's write-back cache, owned by the pipeline); they are serialised (``to_dict``) only when
-    flushed, once per dirty key per batch."""
+    flushed, once per dirty key per batch, and written through (:meth:`Store.write_through`): the live copy is
+    the only one in memory, the store holds a key again (:meth:`Store.keep`) when the cache drops it."""
 
-    def __init__(self, store: Store, partition: int, objs: dict[str, Any], max_objs: int = 100_000) -> None:
+    def __init__(self, store: Store, partition: int, objs: dict[str, Any], max_objs: int = 100_000,
+                 through: set[str] | None = None) -> None:
         self.max_objs = max_objs
         self.store = store
         self.p = partition
         self.objs = objs
+        self.through = set() if through is None else through  # keys of objs written through (store may miss them)
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
         self.absent: set[str] = set()  # keys the store did not have: deleting them again writes nothing
@@ -245,8 +261,10 @@ class _Session:
         self.dirty.add(key)
 
     def delete(self, key: str) -> None:
-        self.objs.pop(key, None)
-        if key not in self.cache:
+        if self.objs.pop(key, None) is not None:
+            self.through.discard(key)
+            self.absent.discard(key)  # it lives here, whatever the store holds: write the deletion
+        elif key not in self.cache:
             self.get(key)
         self.cache[key] = None
         self.dirty.add(key)
@@ -260,9 +278,14 @@ class _Session:
         for key in sorted(self.pend):
             self.store.put(self.p, key, self.pend[key])
         self.pend.clear()
+        dropping = len(self.objs) > self.max_objs  # the cache is dropped after this flush
         for key in sorted(self.dirty - {marker_key}):
             if key in self.objs:
-                self.store.put(self.p, key, self.objs[key].to_dict())
+                if dropping:
+                    self.store.put(self.p, key, self.objs[key].to_dict())
+                else:
+                    self.store.write_through(self.p, key, self.objs[key].to_dict())
+                    self.through.add(key)
                 continue
             value = self.cache[key]
             if value is None:
@@ -272,11 +295,14 @@ class _Session:
                 self.store.put(self.p, key, value)
         if marker_key in self.dirty:
             self.store.put(self.p, marker_key, self.cache[marker_key])
+        if dropping:
+            for key in sorted(self.through - self.dirty):  # written through by an earlier flush
+                self.store.keep(self.p, key, self.objs[key].to_dict())
+            self.through.clear()
+            self.objs.clear()
         self.dirty.clear()
         self.absent.clear()
         self.flushed = True
-        if len(self.objs) > self.max_objs:
-            self.objs.clear()
 
 
 @dataclass(slots=True)
@@ -308,6 +334,7 @@ class Pipeline:
         self.escalator = Escalator(self.config.escalation)
         self._index: dict[int, _Index] = {}
         self._objs: dict[int, dict[str, Any]] = {}  # per partition: decoded component states
+        self._through: dict[int, set[str]] = {}  # per partition: which of them only the changelog also holds
         self._open: dict[int, _Session] = {}  # per partition: the session not flushed yet
 
     # -- partition lifecycle ---------------------------------------------------------------------
@@ -317,17 +344,20 @@ class Pipeline:
         if partitions is None:
             self._index.clear()
             self._objs.clear()
+            self._through.clear()
             self._open.clear()
         for p in partitions or ():
             self._index.pop(p, None)
             self._objs.pop(p, None)
+            self._through.pop(p, None)
             self._open.pop(p, None)
 
     def _session(self, store: Store, p: int) -> _Session:
         """The partition's open session: unflushed writes stay visible to the next call."""
         s = self._open.get(p)
         if s is None or s.flushed or s.store is not store:
-            s = self._open[p] = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states)
+            s = self._open[p] = _Session(store, p, self._objs.setdefault(p, {}), self.config.max_cached_states,
+                                         self._through.setdefault(p, set()))
         return s
 
     def commit(self) -> None:

@@ -96,3 +96,48 @@ def test_watermarks_retry_while_a_fresh_changelog_has_no_leader() -> None:
         watermarks(Flaky([KafkaError.TOPIC_AUTHORIZATION_FAILED]), TopicPartition("t", 0))
     with pytest.raises(KafkaException):  # nor past the deadline
         watermarks(Flaky([KafkaError.NOT_LEADER_FOR_PARTITION] * 100), TopicPartition("t", 0), timeout_s=0.3)
+
+
+def test_cached_states_are_written_through_and_kept_again_when_the_cache_drops() -> None:
+    """A decoded state lives once in memory (the pipeline's cache); the store holds it again only when the
+    cache is dropped, and a deletion of a state the store no longer holds still reaches the changelog."""
+    import orjson
+
+    from models.features import PersonState
+    from streams.core.pipeline import _Session
+
+    rec = Recorder()
+    st = ChangelogStore(rec, "c")
+    objs: dict[str, Any] = {}
+    through: set[str] = set()
+    s = _Session(st, 0, objs, max_objs=2, through=through)
+    ps = s.obj("0|ps|1:a", PersonState.from_dict)
+    ps.since_in_activity = 3
+    s.mark("0|ps|1:a")
+    s.put("0|wm", {"off": {"activity": 7}})
+    s.flush("0|wm")
+    assert [k for _t, k, _v, _p in rec.sent] == [b"0|ps|1:a", b"0|wm"]  # the offset marker last
+    assert orjson.loads(rec.sent[0][2] or b"")["since_in_activity"] == 3
+    assert "0|ps|1:a" not in st.data and through == {"0|ps|1:a"}  # only the live copy is in memory
+
+    s = _Session(st, 0, objs, max_objs=2, through=through)
+    s.obj("0|ps|1:b", PersonState.from_dict)
+    s.mark("0|ps|1:b")
+    s.obj("0|dev|1:d", lambda d: PersonState.from_dict(d))
+    s.mark("0|dev|1:d")
+    rec.sent.clear()
+    s.flush("0|wm")  # three cached states > 2: this flush drops the cache
+    assert sorted(k for _t, k, _v, _p in rec.sent) == [b"0|dev|1:d", b"0|ps|1:b"]  # "a" is not written again
+    assert objs == {} and through == set()
+    assert st.get("0|ps|1:a")["since_in_activity"] == 3 and st.get("0|ps|1:b") is not None
+
+    s = _Session(st, 0, objs, max_objs=100, through=through)
+    s.obj("0|ps|1:a", PersonState.from_dict)
+    s.mark("0|ps|1:a")
+    s.flush("0|wm")
+    assert "0|ps|1:a" not in st.data
+    s = _Session(st, 0, objs, max_objs=100, through=through)
+    rec.sent.clear()
+    s.delete("0|ps|1:a")  # the store does not hold it: the tombstone must be written anyway
+    s.flush("0|wm")
+    assert rec.sent == [("c", b"0|ps|1:a", None, 0)] and through == set()

@@ -23,6 +23,7 @@ from models.features import (
     build_features,
     observe_activity,
     observe_attendance,
+    pack_activity,
 )
 from schemas.serde import store
 
@@ -175,10 +176,15 @@ def test_state_round_trips_through_json() -> None:
 
     assert set(ps.to_dict()) == {f.name for f in fields(PersonState)}  # every field is stored
     d = ps.to_dict()
-    d["activity"][0].append(99)  # the stored value is a copy, not the live state
-    assert len(ps.activity[0]) == 4
-    old = dict(d, activity=[a[:3] for a in ps.to_dict()["activity"]], unknown_field=1)  # older/newer writers
-    assert PersonState.from_dict(old).activity == [[*a[:3], 0] for a in ps.activity]
+    d["activity"].append(99)  # the stored value is a copy, not the live state
+    assert len(ps.activity) == 1
+    # one int per signal, ordered by time, (t, kind, mocked, jump) recoverable
+    assert ps.activity == [pack_activity(T - MIN, 3, 0, 0)] and ps.activity[0] >> 5 == T - MIN
+    assert pack_activity(T, 0, 1, 1) < pack_activity(T + 1, 0, 0, 0)
+    # states written before the packing: [t, kind, mocked, jump] lists, or three fields before the jump flag
+    old = dict(d, activity=[[T - 2 * MIN, 1, 1], [T - MIN, 3, 0, 1]], unknown_field=1)
+    assert PersonState.from_dict(old).activity == [pack_activity(T - 2 * MIN, 1, 1, 0),
+                                                   pack_activity(T - MIN, 3, 0, 1)]
 
 
 def _same(a: list[float], b: list[float]) -> bool:
