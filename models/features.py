@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,7 +102,9 @@ class PersonState:
 
     last_fix: list[float] | None = None  # [t_ms, lat, lon, accuracy_m]
     last_punch: list[float] | None = None  # [t_ms, lat, lon, accuracy_m]
-    activity: list[int] = field(default_factory=list)  # time-ordered, packed (pack_activity): one int per signal
+    # Time-ordered, packed (pack_activity), 8 bytes per signal: as Python ints in a list it was 6 MB more of the
+    # worker with 10,000 people.
+    activity: array[int] = field(default_factory=lambda: array("q"))
     check_ins: list[int] = field(default_factory=list)  # check-in times, last 24 h
     open_check_in: int | None = None  # time of the check-in not yet checked out
     open_site: str | None = None
@@ -124,7 +127,7 @@ class PersonState:
             return cls()
         return cls(
             last_fix=_row(d.get("last_fix")), last_punch=_row(d.get("last_punch")),
-            activity=[a if isinstance(a, int) else pack_activity(*a) for a in d.get("activity") or []],
+            activity=array("q", [a if isinstance(a, int) else pack_activity(*a) for a in d.get("activity") or []]),
             check_ins=list(d.get("check_ins") or []), open_check_in=d.get("open_check_in"),
             open_site=d.get("open_site"), since_in_activity=int(d.get("since_in_activity") or 0),
             since_in_checkpoints=list(d.get("since_in_checkpoints") or []), devices=dict(d.get("devices") or {}),
@@ -135,7 +138,7 @@ def pack_activity(t: int, kind: int, mocked: int, jump: int = 0) -> int:
     """One activity entry as one int, ordered by time: ``t << 5 | kind << 2 | mocked << 1 | jump``. A list
     [t, kind, mocked, jump] per signal was ~16 MB of the worker with 10,000 people (374k small lists); states
     written before hold such lists (before the jump flag, three fields), which :meth:`PersonState.from_dict`
-    packs."""
+    packs. Event times up to year 2^58 ms fit the signed 64 bits."""
     return int(t) << 5 | int(kind) << 2 | int(mocked) << 1 | int(jump)
 
 
@@ -273,6 +276,21 @@ def observe_attendance(ps: PersonState, ds: DeviceState, att: Record) -> None:
 
 
 # -- the feature vector ----------------------------------------------------------------------------
+
+# The fields of ref.people and ref.shifts records that build_features reads. Live and in training the reference
+# records are kept as these views only (reference_view): 10,000 people and their shifts in full were ~12 MB of
+# the worker, names and audit fields included.
+REFERENCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "person": ("tenant_id", "person_id", "device_ids", "usual_check_in_minute"),
+    "shift": ("tenant_id", "shift_id", "person_id", "site_id", "status", "starts_at", "ends_at"),
+}
+
+
+def reference_view(stem: str, rec: Record) -> Record:
+    """What the features read of a person or shift record (other stems: the record itself)."""
+    fields = REFERENCE_FIELDS.get(stem)
+    return rec if fields is None else {k: rec[k] for k in fields if k in rec}
+
 
 
 def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record | None, person: Record | None,
@@ -418,9 +436,9 @@ class HistoryFeaturizer:
         elif stem == "site":
             self.sites[(tenant, rec["site_id"])] = rec
         elif stem == "person":
-            self.people[(tenant, rec["person_id"])] = rec
+            self.people[(tenant, rec["person_id"])] = reference_view(stem, rec)
         elif stem == "shift":
-            self.shifts[(tenant, rec["shift_id"])] = rec
+            self.shifts[(tenant, rec["shift_id"])] = reference_view(stem, rec)
         return None
 
     def run(self, items: Iterable[Any]) -> Iterator[tuple[Record, list[float]]]:

@@ -58,7 +58,7 @@ class WorkerSettings:
     bootstrap: str
     namespace: str
     metrics_port: int = 0  # 0: no HTTP endpoint
-    batch_size: int = 10_000
+    batch_size: int = 5_000
     batch_within_s: float = 0.2
     flush_every_s: float = 2.0  # state flush + offset commit cadence (also every flush_records records)
     flush_records: int = 50_000
@@ -161,15 +161,17 @@ class Worker:
     # -- the input thread ------------------------------------------------------------------------------
 
     def _deliver(self, result: Result) -> None:
-        """A batch's outputs (and site-stage forwards), acknowledged before the state is flushed."""
+        """A batch's outputs (and site-stage forwards), sent at once; :meth:`_flush` waits for their
+        acknowledgements before it writes the state. (Waiting after every batch left the input thread idle for a
+        round trip per batch.)"""
         sink = self.input_sink
         self.sites.forward(result.outs, result.clocks, sink.send, self.inputs.empty_activity_partitions())
-        self.produce(sink, result.outs)
-        sink.deliver()
+        self.produce(sink, result.outs, wait=False)
 
     def _flush(self) -> None:
-        """The state changes of every batch since the last flush (offset marker last), acknowledged; the input
-        loop commits the input offsets after."""
+        """Every output sent since the last flush acknowledged, then the state changes of those batches (offset
+        marker last), acknowledged; the input loop commits the input offsets after."""
+        self.input_sink.deliver()
         self.pipeline.commit()
         self.input_sink.deliver()
 
@@ -201,9 +203,9 @@ class Worker:
             self.produce(self.sink, outs)
             self.sink.deliver()
 
-    def produce(self, sink: Sink, outs: list[Out]) -> None:
-        """Encode and send; wait until all are acknowledged."""
-        for short, n in send_outputs(sink, self.schemas, self.out_names, outs).items():
+    def produce(self, sink: Sink, outs: list[Out], wait: bool = True) -> None:
+        """Encode and send; ``wait``: until all are acknowledged."""
+        for short, n in send_outputs(sink, self.schemas, self.out_names, outs, wait).items():
             self.metrics.outputs.labels(short).inc(n)
 
     def _count(self, r: Result, seconds: float) -> None:

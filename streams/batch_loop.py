@@ -184,7 +184,7 @@ class BatchLoop:
     prefetch_kbytes = 8_192
 
     def __init__(self, *, bootstrap: str, topics: Iterable[str], group: str, changelog: str, sink: Any,
-                 on_error: Callable[[BaseException], None], batch_size: int = 10_000, batch_within_s: float = 0.2,
+                 on_error: Callable[[BaseException], None], batch_size: int = 5_000, batch_within_s: float = 0.2,
                  flush_every_s: float = 2.0, flush_records: int = 50_000,
                  lag: Callable[[str, int, int], None] | None = None) -> None:
         self.bootstrap = bootstrap
@@ -223,7 +223,7 @@ class BatchLoop:
             # aims at 100,000 messages per partition) took 15-20 MB off the worker's peak at the same events/s.
             "fetch.max.bytes": self.prefetch_kbytes * 512,
             "max.partition.fetch.bytes": self.prefetch_kbytes * 128,
-            "queued.min.messages": 2 * batch_size,
+            "queued.min.messages": 20_000,
             "socket.timeout.ms": 10_000,
             "enable.partition.eof": self.partition_eof,
             # A fetch on partitions at their end waits this long for data (default 500 ms). The input loop holds
@@ -353,6 +353,7 @@ class BatchLoop:
             offsets[(m.topic(), m.partition())] = m.offset() + 1
         self.handle(batch)
         self.unflushed += len(batch)
+        del batch  # the consumed messages are not needed through the flush below
         if self.unflushed >= self.flush_records or time.monotonic() - self.last_flush >= self.flush_every_s:
             self._commit()
         if self.lag is not None:

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", default=s.bootstrap, help="Kafka bootstrap servers (NOC_BOOTSTRAP)")
     p.add_argument("--namespace", default=s.namespace, help="topic namespace (NOC_NAMESPACE)")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
-    p.add_argument("--batch-size", type=int, default=10_000, help="records per micro-batch")
+    p.add_argument("--batch-size", type=int, default=5_000,
+                   help="records per micro-batch (what a batch holds decoded counts in the worker's peak memory)")
     p.add_argument("--batch-within", type=float, default=0.2, help="max seconds to wait to fill a batch")
     p.add_argument("--flush-every", type=float, default=2.0,
                    help="seconds between state flushes + offset commits (also every --flush-records records)")

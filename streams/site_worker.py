@@ -42,7 +42,7 @@ PR_SET_PDEATHSIG = 1
 class SiteSettings:
     bootstrap: str
     namespace: str
-    batch_size: int = 10_000
+    batch_size: int = 5_000
     batch_within_s: float = 0.2
     flush_every_s: float = 2.0
     flush_records: int = 50_000

@@ -46,7 +46,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from models.features import DeviceState, PersonState, build_features, observe_activity, observe_attendance
+from models.features import (
+    DeviceState,
+    PersonState,
+    build_features,
+    observe_activity,
+    observe_attendance,
+    reference_view,
+)
 from models.scoring import ModelCache, score_records
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import person_key
@@ -207,9 +214,9 @@ class References:
             self.sites[(tenant, record["site_id"])] = record
             self.valid.add_site(record)
         elif stem == "person":
-            self.people[(tenant, record["person_id"])] = record
+            self.people[(tenant, record["person_id"])] = reference_view(stem, record)
         elif stem == "shift":
-            self.shifts[(tenant, record["shift_id"])] = record
+            self.shifts[(tenant, record["shift_id"])] = reference_view(stem, record)
 
     def mark_loaded(self) -> None:
         self.valid.loaded = True

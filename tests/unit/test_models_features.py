@@ -179,12 +179,12 @@ def test_state_round_trips_through_json() -> None:
     d["activity"].append(99)  # the stored value is a copy, not the live state
     assert len(ps.activity) == 1
     # one int per signal, ordered by time, (t, kind, mocked, jump) recoverable
-    assert ps.activity == [pack_activity(T - MIN, 3, 0, 0)] and ps.activity[0] >> 5 == T - MIN
+    assert list(ps.activity) == [pack_activity(T - MIN, 3, 0, 0)] and ps.activity[0] >> 5 == T - MIN
     assert pack_activity(T, 0, 1, 1) < pack_activity(T + 1, 0, 0, 0)
     # states written before the packing: [t, kind, mocked, jump] lists, or three fields before the jump flag
     old = dict(d, activity=[[T - 2 * MIN, 1, 1], [T - MIN, 3, 0, 1]], unknown_field=1)
-    assert PersonState.from_dict(old).activity == [pack_activity(T - 2 * MIN, 1, 1, 0),
-                                                   pack_activity(T - MIN, 3, 0, 1)]
+    assert list(PersonState.from_dict(old).activity) == [pack_activity(T - 2 * MIN, 1, 1, 0),
+                                                         pack_activity(T - MIN, 3, 0, 1)]
 
 
 def _same(a: list[float], b: list[float]) -> bool:
@@ -257,3 +257,17 @@ def test_simulated_stream_gives_the_same_vectors_to_training_and_scoring() -> No
     ds = build_dataset(records)
     assert ds.positives > 0 and len(ds) > 40
     assert all(_same(list(ds.X[i]), live[e]) for i, e in enumerate(ds.event_ids))
+
+
+def test_reference_views_keep_every_field_the_features_read() -> None:
+    """People and shifts are held as views (name, role and audit fields dropped): the vectors are the same."""
+    from models.features import reference_view
+
+    person, shift = reference_view("person", PERSON), reference_view("shift", SHIFT)
+    assert "name" not in person and "updated_at" not in shift and reference_view("site", SITE) is SITE
+    for kind, t in (("CHECK_IN", T + 5 * MIN), ("CHECK_OUT", T + 9 * 60 * MIN)):
+        ps, ds = PersonState(), DeviceState()
+        observe_activity(ps, act(T - MIN, "LOCATION_UPDATE", lat=-1.2921, lon=36.8219, accuracy_m=5.0))
+        full = build_features(att(t, kind, device_id="dev-other"), ps, ds, SITE, PERSON, SHIFT)
+        view = build_features(att(t, kind, device_id="dev-other"), ps, ds, SITE, person, shift)
+        assert _same(full, view)
