@@ -165,8 +165,9 @@ class Worker:
         acknowledgements before it writes the state. (Waiting after every batch left the input thread idle for a
         round trip per batch.)"""
         sink = self.input_sink
-        self.sites.forward(result.outs, result.clocks, sink.send, self.inputs.empty_activity_partitions())
-        self.produce(sink, result.outs, wait=False)
+        encoded: list[bytes] = []
+        self.produce(sink, result.outs, wait=False, encoded=encoded)
+        self.sites.forward(result.outs, encoded, result.clocks, sink.send, self.inputs.empty_activity_partitions())
 
     def _flush(self) -> None:
         """Every output sent since the last flush acknowledged, then the state changes of those batches (offset
@@ -203,9 +204,9 @@ class Worker:
             self.produce(self.sink, outs)
             self.sink.deliver()
 
-    def produce(self, sink: Sink, outs: list[Out], wait: bool = True) -> None:
-        """Encode and send; ``wait``: until all are acknowledged."""
-        for short, n in send_outputs(sink, self.schemas, self.out_names, outs, wait).items():
+    def produce(self, sink: Sink, outs: list[Out], wait: bool = True, encoded: list[bytes] | None = None) -> None:
+        """Encode and send; ``wait``: until all are acknowledged; ``encoded``: gets the bytes of each out."""
+        for short, n in send_outputs(sink, self.schemas, self.out_names, outs, wait, encoded).items():
             self.metrics.outputs.labels(short).inc(n)
 
     def _count(self, r: Result, seconds: float) -> None:

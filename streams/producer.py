@@ -68,14 +68,17 @@ class Sink:
 
 
 def send_outputs(sink: Sink, schemas: SchemaStore, names: dict[str, str], outs: list[Out],
-                 wait: bool = True) -> Counter[str]:
+                 wait: bool = True, encoded: list[bytes] | None = None) -> Counter[str]:
     """Encode and send ``outs`` (``names``: topic short name -> full name); ``wait``: until all are
-    acknowledged (else the caller's next ``sink.deliver()`` does). Returns how many went to each topic (short
-    names)."""
+    acknowledged (else the caller's next ``sink.deliver()`` does); ``encoded``: gets each out's bytes. Returns
+    how many went to each topic (short names)."""
     encode, send = schemas.encode, sink.send
     counts: Counter[str] = Counter()
     for out in outs:
-        send(names[out.topic], out.key, encode(out.stem, out.record))
+        value = encode(out.stem, out.record)
+        send(names[out.topic], out.key, value)
+        if encoded is not None:
+            encoded.append(value)
         counts[out.topic] += 1
     if outs and wait:
         sink.deliver()

@@ -21,7 +21,7 @@ from streams.core.pipeline import INPUT_STEMS, DictStore, Incoming, Pipeline, Re
 from streams.core.sites import SiteAgg, SiteConfig, SiteResult, SiteStage, ticket_feedback
 from streams.core.types import Out
 from streams.core.windows import TelemetryCore, window_id
-from streams.site_stage import clock_envelope, config_from_env, window_envelope
+from streams.site_stage import clock_envelope, config_from_env
 
 SIZE = 5 * MINUTE_MS
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z, a Thursday
@@ -214,7 +214,6 @@ def test_retune_filters_by_tenant_and_site_and_needs_a_time() -> None:
 
 
 def test_envelopes_and_env_config() -> None:
-    assert orjson.loads(window_envelope({"a": 1})) == {"k": "w", "r": {"a": 1}}
     assert orjson.loads(clock_envelope(3, 7)) == {"k": "c", "p": 3, "c": 7}
     cfg = config_from_env({"NOC_SITE_CONFIG": json.dumps({"baselines": {"min_samples": 2}, "sources": 5})})
     assert cfg.baselines.min_samples == 2 and cfg.sources == 5
@@ -281,19 +280,24 @@ def test_baselines_cli_parses_retune() -> None:
 
 
 def test_edge_applies_envelopes_and_skips_bad_ones() -> None:
+    from schemas.serde import SchemaStore
     from streams.site_stage import SiteEdge
 
     edge = SiteEdge.__new__(SiteEdge)  # the dispatch only: no worker, no broker
     edge.stage, edge.name = _stage(SiteConfig(sources=1, baselines=SMALL)), "t.sites"
+    edge.schemas = SchemaStore()
     store = DictStore()
     res = SiteResult()
-    edge.apply(store, 0, window_envelope(_pw("a", T0)), res)
+    avro = edge.schemas.encode("signal_window", _pw("a", T0))  # forwarded as produced to signal-windows
+    edge.apply(store, 0, avro, res)
+    edge.apply(store, 0, orjson.dumps({"k": "w", "r": _pw("b", T0)}), res)  # an older worker's JSON envelope
     edge.apply(store, 0, clock_envelope(0, T0 + SIZE), res)
     edge.apply(store, 0, orjson.dumps({"k": "e", "p": 3}), res)
     edge.apply(store, 0, orjson.dumps({"k": "f", "tenant_id": 1, "site_id": "s1", "anomaly_id": "x",
                                 "verdict": "FALSE_POSITIVE", "at": 1}), res)
     edge.apply(store, 0, orjson.dumps({"k": "r", "tenant_id": 1, "site_id": None, "at": None}), res)
-    for bad in (b"not json", orjson.dumps({"k": "?"}), orjson.dumps({"k": "c"}), None):
+    for bad in (b"not json", orjson.dumps({"k": "?"}), orjson.dumps({"k": "c"}), None, avro[:-3],
+                avro[:2] + bytes(8) + avro[10:]):  # truncated; an unknown schema fingerprint
         edge.apply(store, 0, bad, res)
-    assert res.counts["counted"] == 1 and res.counts["site_windows"] == 1
-    assert res.counts["retuned_sites"] == 1 and res.counts["bad"] == 4
+    assert res.counts["counted"] == 2 and res.counts["site_windows"] == 1
+    assert res.counts["retuned_sites"] == 1 and res.counts["bad"] == 6
