@@ -27,22 +27,22 @@ TIMEOUT_S = 10.0
 TICK_S = 1.0  # move clocks held by a sparse input that caught up, at most this often while idle
 
 
-def _malloc_trim() -> Callable[[], None]:
-    """glibc keeps freed batch memory in its per-thread arenas (the process then sits at ~350 MB after a
-    backlog with ~80 MB of live Python objects); ``malloc_trim`` hands it back. A no-op elsewhere."""
+def _libc() -> Any:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
 
-    def release() -> None:
+
+LIBC = _libc()  # glibc, loaded once per process (the site stage's process also uses its prctl); None elsewhere
+
+
+def release_free_memory() -> None:
+    """glibc keeps freed batch memory in its per-thread arenas (the process then sat at ~350 MB after a
+    backlog with ~80 MB of live Python objects); ``malloc_trim`` hands it back. A no-op without glibc."""
+    trim = getattr(LIBC, "malloc_trim", None)
+    if trim is not None:
         trim(0)
-
-    return release
-
-
-release_free_memory = _malloc_trim()
 
 
 def ensure_topic(bootstrap: str, name: str, partitions: int, config: dict[str, str]) -> None:

@@ -13,8 +13,6 @@ This module imports no Faust: the process needs the site core, a producer and th
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -27,6 +25,7 @@ from typing import Any
 
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
+from streams.batch_loop import LIBC
 from streams.core.types import Out, Record
 from streams.producer import OUTPUT_TOPICS, Sink, send_outputs
 from streams.refs import RefTail
@@ -112,11 +111,10 @@ def die_with_parent() -> None:
     parent = os.environ.get(PARENT_ENV)
     if not parent:
         return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
+    prctl = getattr(LIBC, "prctl", None)
+    if prctl is None:
         return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != int(parent):  # the parent died before prctl took effect
         os._exit(1)
 
