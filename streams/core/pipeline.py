@@ -135,9 +135,9 @@ class DictStore:
         self.data[key] = value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1.2 µs more per consumed record
 class Incoming:
-    """One consumed Kafka record, as the edge saw it."""
+    """One consumed Kafka record, as the edge saw it (treat as read-only)."""
 
     topic: str  # catalogue short name, e.g. "attendance"
     partition: int

@@ -8,10 +8,11 @@ from typing import Any
 Record = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs more per output
 class Out:
     """One record a component wants produced: the catalogue short name of the topic (``"anomalies"``), the
-    partition key, the schema stem, and the record. Edges encode and produce it; tests just look at it."""
+    partition key, the schema stem, and the record. Edges encode and produce it; tests just look at it (treat as
+    read-only)."""
 
     topic: str
     key: bytes
