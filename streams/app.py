@@ -242,7 +242,7 @@ def run(settings: WorkerSettings) -> int:
     if settings.stage == "all":
         s = settings
         site_process = SiteProcess(
-            worker_command(s.namespace, s.bootstrap, 0, [
+            worker_command(s.namespace, s.bootstrap, s.metrics_port + 1 if s.metrics_port else 0, [
                 "--stage", "sites", "--batch-size", str(s.batch_size), "--batch-within", str(s.batch_within_s),
                 "--flush-every", str(s.flush_every_s), "--flush-records", str(s.flush_records),
                 "--log-level", s.log_level]),

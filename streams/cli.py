@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run the stream worker (windows, anomalies, correlation, fraud scoring)")
     p.add_argument("--bootstrap", default=s.bootstrap, help="Kafka bootstrap servers (NOC_BOOTSTRAP)")
     p.add_argument("--namespace", default=s.namespace, help="topic namespace (NOC_NAMESPACE)")
-    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics on this port (0: off); with --stage all the site-stage process "
+                        "serves its own on this port + 1")
     p.add_argument("--batch-size", type=int, default=5_000,
                    help="records per micro-batch (what a batch holds decoded counts in the worker's peak memory)")
     p.add_argument("--batch-within", type=float, default=0.2, help="max seconds to wait to fill a batch")
@@ -45,7 +47,7 @@ def handler(args: argparse.Namespace) -> int:
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         return run_sites(SiteSettings(bootstrap=args.bootstrap, namespace=args.namespace, batch_size=args.batch_size,
                                       batch_within_s=args.batch_within, flush_every_s=args.flush_every,
-                                      flush_records=args.flush_records))
+                                      flush_records=args.flush_records, metrics_port=args.metrics_port))
 
     from streams.app import WorkerSettings, run
 

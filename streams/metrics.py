@@ -34,6 +34,9 @@ class WorkerMetrics:
         self.active_model = Gauge("noc_worker_active_model",
                                   'Fraud model in use (1), per tenant; tenant "*" is the global model or the rules',
                                   ["tenant", "model_version"], registry=r)
+        self.site_records = Counter("noc_worker_site_stage_records",
+                                    "Site-stage records by outcome (PERSON windows counted, SITE windows, bad, ...)",
+                                    ["kind"], registry=r)
         self.duplicate_acks = Counter("noc_worker_duplicate_acks_repaired",
                                       "Duplicate offsets removed from Faust's acked list (streams.faust_acks)",
                                       registry=r)

@@ -206,6 +206,7 @@ class SiteLoop(BatchLoop):
         self.pending.writes.update(res.writes)
         for k, n in res.counts.items():
             self.edge.counts[k] += n
+        self.edge.worker.counted(len(batch), res.counts)
 
     def flush(self) -> None:
         self.pending.commit(self.store)

@@ -27,6 +27,7 @@ from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
 from streams.batch_loop import LIBC
 from streams.core.types import Out, Record
+from streams.metrics import WorkerMetrics
 from streams.producer import OUTPUT_TOPICS, Sink, send_outputs
 from streams.refs import RefTail
 from streams.site_stage import SiteEdge
@@ -45,6 +46,7 @@ class SiteSettings:
     batch_within_s: float = 0.2
     flush_every_s: float = 2.0
     flush_records: int = 50_000
+    metrics_port: int = 0  # 0: no HTTP endpoint
 
 
 class _Sites:
@@ -66,6 +68,7 @@ class SiteWorker:
         self.site_sink = Sink(settings.bootstrap)
         self.out_names = {short: topic(short, settings.namespace) for short in OUTPUT_TOPICS}
         self.outputs: Counter[str] = Counter()
+        self.metrics = WorkerMetrics()
         self.ref_tail = RefTail(settings.bootstrap, settings.namespace, self._apply_ref)
         self.edge = SiteEdge(self)
 
@@ -80,7 +83,25 @@ class SiteWorker:
         self.refs.sites[(int(rec["tenant_id"]), str(rec["site_id"]))] = rec
 
     def produce(self, sink: Sink, outs: list[Out]) -> None:
-        self.outputs.update(send_outputs(sink, self.schemas, self.out_names, outs))
+        counts = send_outputs(sink, self.schemas, self.out_names, outs)
+        self.outputs.update(counts)
+        for short, n in counts.items():
+            self.metrics.outputs.labels(short).inc(n)
+
+    def counted(self, records: int, counts: Counter[str]) -> None:
+        """A batch of the internal topic was applied: ``counts`` by outcome (SiteEdge.apply)."""
+        self.metrics.events.labels("sites").inc(records)
+        for kind, n in counts.items():
+            self.metrics.site_records.labels(kind).inc(n)
+
+    def serve_metrics(self) -> None:
+        port = self.settings.metrics_port
+        if not port:
+            return
+        try:
+            self.metrics.serve(port)
+        except OSError as exc:  # the stage runs on; its metrics are not worth a crash loop of the worker
+            log.error("site stage: metrics not served on port %d: %s", port, exc)
 
     def loop_failed(self, exc: BaseException) -> None:
         self.failed = exc
@@ -89,6 +110,7 @@ class SiteWorker:
     def run(self) -> int:
         n = self.ref_tail.load()
         self.ref_tail.start()
+        self.serve_metrics()
         log.info("site stage: %d reference records loaded", n)
         loop = self.edge.loop
         assert loop is not None

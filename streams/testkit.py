@@ -197,10 +197,12 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def metrics(self) -> dict[str, float]:
-        """The worker's Prometheus samples (``name{labels}`` -> value); empty while it is not serving."""
+    def metrics(self, site_stage: bool = False) -> dict[str, float]:
+        """The worker's Prometheus samples (``name{labels}`` -> value), or its site-stage process's (served on the
+        next port); empty while it is not serving."""
+        port = self.metrics_port + 1 if site_stage else self.metrics_port
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
                 text = resp.read().decode()
         except OSError:
             return {}

@@ -73,6 +73,17 @@ def test_site_windows_baselines_anomalies_feedback_and_retune(kafka_bootstrap: s
         assert len({x["window_id"] for x in site_windows}) == len(site_windows)  # each SITE window once
         baselines = _records(kafka_bootstrap, ns, "baselines", "baseline")
         assert baselines and any(b["is_stable"] for b in baselines)
+        # The site-stage process serves its own metrics (the worker's port + 1): what it read and produced.
+        site_metrics: dict[str, float] = {}
+
+        def site_stage_counted() -> bool:
+            site_metrics.update(w.metrics(site_stage=True))
+            return site_metrics.get('noc_worker_records_produced_total{topic="baselines"}', 0) >= len(baselines)
+
+        wait_for(site_stage_counted, 20, "the site stage's metrics to count its baselines")
+        assert site_metrics['noc_worker_records_produced_total{topic="signal-windows"}'] == len(site_windows)
+        assert site_metrics['noc_worker_events_processed_total{topic="sites"}'] > 0
+        assert site_metrics['noc_worker_site_stage_records_total{kind="counted"}'] > 0
         a = stat[0]
         assert a["person_id"] is None and a["baseline_id"] in {b["baseline_id"] for b in baselines}
         events = _records(kafka_bootstrap, ns, "events", "noc_event")
