@@ -84,8 +84,8 @@ def children(args: argparse.Namespace, start: str | None = None) -> list[tuple[s
     noc = shutil.which("noc") or sys.argv[0]
     sim = [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate), "--span", args.span]
     return [
-        ("worker", [noc, "worker", "--metrics-port", "9101"]),
-        ("sink", [noc, "sink", "--metrics-port", "9102", "--no-migrate"]),
+        ("worker", [noc, "worker", "--metrics-port", "9101"]),  # its site-stage process: 9102
+        ("sink", [noc, "sink", "--metrics-port", "9103", "--no-migrate"]),
         ("gateway", [noc, "gateway", "--port", str(args.port)]),
         ("simulator", sim + (["--start", start] if start else [])),
     ]
