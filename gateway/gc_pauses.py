@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
-import time
 
-log = logging.getLogger("nocstream.gateway.gc")
+from streams.gc_policy import FreezeAfterFlush
 
 
 async def keep_gc_pauses_short(freeze_every_s: float = 10.0, sweep_every_s: float = 600.0) -> None:
+    """Freeze what is alive every ``freeze_every_s``; sweep every ``sweep_every_s`` (the worker's policy,
+    :mod:`streams.gc_policy`, on a timer instead of after state flushes; the collector thresholds stay)."""
     gc.freeze()  # start-up state: modules, the app, the pool
-    last_sweep = time.monotonic()
+    policy = FreezeAfterFlush(sweep_every_s)
     while True:
         await asyncio.sleep(freeze_every_s)
-        if time.monotonic() - last_sweep >= sweep_every_s:
-            started = time.perf_counter()
-            gc.unfreeze()
-            found = gc.collect()
-            last_sweep = time.monotonic()
-            log.info("gc sweep: %d unreachable objects, %.0f ms", found, (time.perf_counter() - started) * 1000)
-        gc.freeze()
+        policy.flushed()

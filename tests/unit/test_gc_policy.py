@@ -44,3 +44,21 @@ def test_frozen_cycle_waits_for_the_sweep() -> None:
     policy.flushed()  # due: unfreeze, collect, freeze again
     assert alive() is None
     assert gc.get_freeze_count() > 0
+
+
+def test_gateway_freezes_on_a_timer() -> None:
+    import asyncio
+
+    from gateway.gc_pauses import keep_gc_pauses_short
+
+    async def run() -> None:
+        gc.unfreeze()
+        task = asyncio.create_task(keep_gc_pauses_short(freeze_every_s=0.0, sweep_every_s=3600))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the task freezes at start and after each (zero) sleep
+        assert gc.get_freeze_count() > 0
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
