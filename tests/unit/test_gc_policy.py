@@ -27,7 +27,7 @@ class Node:
 def test_install_sets_thresholds_and_freezes() -> None:
     gc.unfreeze()
     FreezeAfterFlush().install()
-    assert gc.get_threshold() == (50_000, 20, 100)
+    assert gc.get_threshold() == (100_000, 50, 100)
     assert gc.get_freeze_count() > 0
 
 
