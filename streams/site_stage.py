@@ -28,7 +28,6 @@ import dataclasses
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -99,7 +98,6 @@ class SiteEdge:
         self.name = internal_topic(s.namespace)
         ensure_site_topic(s.bootstrap, s.namespace)
         self.stage = SiteStage(self._timezone, cfg or config_from_env())
-        self.counts: Counter[str] = Counter()
         self._announced: set[int] = set()
         self.loop = SiteLoop(self, worker.site_sink, on_error=worker.loop_failed) if consume else None
 
@@ -204,8 +202,6 @@ class SiteLoop(BatchLoop):
             self.edge.apply(self.store, m.partition(), m.value(), res)
         self.edge.worker.produce(self.sink, res.outs)
         self.pending.writes.update(res.writes)
-        for k, n in res.counts.items():
-            self.edge.counts[k] += n
         self.edge.worker.counted(len(batch), res.counts)
 
     def flush(self) -> None:
