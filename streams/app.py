@@ -201,8 +201,8 @@ class Worker:
                     continue
                 # Baseline feedback only: the ticket sink emits ticket_updated once it accepted the change.
                 self.sites.ticket(rec)
-            self.produce(self.sink, outs)
-            self.sink.deliver()
+            self.produce(self.sink, outs, wait=False)
+            self.sink.deliver()  # the dead letters and the site feedback sent above, in one wait
 
     def produce(self, sink: Sink, outs: list[Out], wait: bool = True, encoded: list[bytes] | None = None) -> None:
         """Encode and send; ``wait``: until all are acknowledged; ``encoded``: gets the bytes of each out."""
