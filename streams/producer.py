@@ -18,9 +18,9 @@ class Sink:
     """One confluent-kafka (librdkafka) producer for outputs and state changelog writes.
 
     Faust's own producer path (aiokafka, one awaited future per record) cost about a millisecond per output
-    here; librdkafka batches in C. ``deliver()`` blocks until everything queued is acknowledged (a few ms per
-    batch), which is what the at-least-once ordering needs: outputs acknowledged before the state is written,
-    the state acknowledged before the batch is acked to Faust."""
+    here; librdkafka batches in C. ``deliver()`` blocks until everything queued is acknowledged, which is what
+    the at-least-once ordering needs: outputs acknowledged before the state is written, the state acknowledged
+    before the input offsets are committed."""
 
     def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
         from confluent_kafka import Producer
