@@ -292,7 +292,6 @@ def reference_view(stem: str, rec: Record) -> Record:
     return rec if fields is None else {k: rec[k] for k in fields if k in rec}
 
 
-
 def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record | None, person: Record | None,
                    shift: Record | None) -> list[float]:
     """Feature vector of one attendance event, in :data:`FEATURE_NAMES` order; NaN where unknown.
