@@ -339,6 +339,7 @@ class Pipeline:
         self.schemas = schemas or SchemaStore()
         self.correlator = Correlator(self.config.correlation)
         self.escalator = Escalator(self.config.escalation)
+        self._window_grace = self.config.windows.grace_ms
         self._index: dict[int, _Index] = {}
         self._objs: dict[int, dict[str, Any]] = {}  # per partition: decoded component states
         self._through: dict[int, set[str]] = {}  # per partition: which of them only the changelog also holds
@@ -410,8 +411,13 @@ class Pipeline:
         for p in sorted(by_partition):
             session = self._session(store, p)
             idx = self._idx(store, p)
+            wm_key = f"{p}|wm"
+            wm: dict[str, Any] = session.get(wm_key) or {"wm": {}, "off": {}, "clock": None}
+            taken = False
             for inc in by_partition[p]:
-                self._one(session, idx, inc, now_ms, namespace, result)
+                taken = self._one(session, idx, wm, inc, now_ms, namespace, result) or taken
+            if taken:
+                session.put(wm_key, wm)
             self._advance(session, idx, p, highwater, result)
             result.sessions.append(session)
         return result
@@ -428,15 +434,15 @@ class Pipeline:
             result.sessions.append(session)
         return result
 
-    def _one(self, s: _Session, idx: _Index, inc: Incoming, now_ms: int, ns: str, res: Result) -> None:
+    def _one(self, s: _Session, idx: _Index, wm: dict[str, Any], inc: Incoming, now_ms: int, ns: str,
+             res: Result) -> bool:
+        """One consumed record of partition ``inc.partition`` with its watermark record ``wm`` (updated here;
+        the caller stores it). False: skipped (redelivered)."""
         p = inc.partition
-        wm_key = f"{p}|wm"
-        wm: dict[str, Any] = s.get(wm_key) or {"wm": {}, "off": {}, "clock": None}
         if inc.offset <= wm["off"].get(inc.topic, -1):
             res.skipped += 1  # redelivered after a crash: its effects are in the restored state
-            return
+            return False
         wm["off"][inc.topic] = inc.offset
-        s.put(wm_key, wm)
         res.processed[inc.topic] += 1
         stem = INPUT_STEMS[inc.topic]
         try:
@@ -446,12 +452,12 @@ class Pipeline:
                 err, source_topic=topic_name(inc.topic, ns), partition=p, offset=inc.offset,
                 component=self.config.component, key=inc.key, value=inc.value, record_timestamp=inc.timestamp),
                 err.reason)
-            return
+            return True
         verdict = validate(stem, record, self.refs.valid, now_ms, self.config.validation)
         if not verdict.ok:
             reason = verdict.reason or "INVALID"
             self._dead(res, self._letter(inc, ns, reason, verdict.detail), reason)
-            return
+            return True
         t = event_time(stem, record)
         topic_wm = wm["wm"].get(inc.topic)
         if topic_wm is not None and t < topic_wm - self.config.grace_ms:
@@ -459,7 +465,7 @@ class Pipeline:
             detail = f"event time {t} is {topic_wm - t} ms behind the watermark {topic_wm} of its topic " \
                      f"partition (grace {self.config.grace_ms} ms)"
             self._dead(res, self._letter(inc, ns, "LATE", detail), "LATE")
-            return
+            return True
         if topic_wm is None or t > topic_wm:
             wm["wm"][inc.topic] = t
         if stem != "activity_signal":
@@ -474,6 +480,7 @@ class Pipeline:
         if clock is not None and t <= clock:  # live only: a sparse topic that was idle got an old record
             res.out_of_order += 1
             self._release(s, idx, p, clock, res)
+        return True
 
     def _letter(self, inc: Incoming, ns: str, reason: str, detail: str) -> Out:
         return dead_letter(source_topic=topic_name(inc.topic, ns), partition=inc.partition, offset=inc.offset,
@@ -528,8 +535,10 @@ class Pipeline:
             if item is not None:
                 stem, record = item["stem"], item["record"]
                 items.append((event_time(stem, record), stem, record))
+        timers = idx.timers
         for t, stem, record in items:
-            self._fire_timers(s, idx, p, t - 1, res)
+            if timers and timers[0][0] < t:  # (the check of _fire_timers, inline: it runs per record)
+                self._fire_timers(s, idx, p, t - 1, res)
             if stem == "activity_signal":
                 self._activity(s, idx, p, t, record, res)
             elif stem == "attendance_event":
@@ -540,15 +549,16 @@ class Pipeline:
 
     def _fire_timers(self, s: _Session, idx: _Index, p: int, upto: int, res: Result) -> None:
         heap = idx.timers
+        win_prefix = f"{p}|win|"
         while heap and heap[0][0] <= upto:
             due, key = heapq.heappop(heap)
             if idx.due.get(key) != due:
                 continue  # superseded
             del idx.due[key]
-            if key.startswith(f"{p}|win|"):
+            if key.startswith(win_prefix):
                 pw = s.obj(key, self._load_windows)
                 # watermark = window end + grace: closes exactly the windows that ended by ``due``
-                for out in pw.advance(due + self.config.windows.grace_ms):
+                for out in pw.advance(due + self._window_grace):
                     self._window_out(s, idx, p, out, res)
                 self._store_win(s, idx, key, pw)
             else:
@@ -569,7 +579,7 @@ class Pipeline:
     def _win_due(self, pw: PersonWindows) -> int | None:
         """Event time at which the person's next window closes (its deadline is a watermark: end + grace)."""
         d = pw.next_deadline()
-        return None if d is None else d - self.config.windows.grace_ms
+        return None if d is None else d - self._window_grace
 
     # -- components --------------------------------------------------------------------------------------
 
@@ -578,12 +588,12 @@ class Pipeline:
         return PersonWindows.from_dict(d, self.config.windows)
 
     def _windows(self, s: _Session, wkey: str, rec: Record) -> PersonWindows:
-        def load(d: Any) -> PersonWindows:
-            if d is None:
-                return PersonWindows.new(int(rec["tenant_id"]), rec["person_id"], self.config.windows)
-            return PersonWindows.from_dict(d, self.config.windows)
-
-        pw: PersonWindows = s.obj(wkey, load)
+        pw: PersonWindows | None = s.objs.get(wkey)  # (s.obj, without building a loader per signal)
+        if pw is None:
+            d = s.store.get(wkey)
+            cfg = self.config.windows
+            pw = s.objs[wkey] = PersonWindows.new(int(rec["tenant_id"]), rec["person_id"], cfg) if d is None \
+                else PersonWindows.from_dict(d, cfg)
         return pw
 
     def _store_win(self, s: _Session, idx: _Index, wkey: str, pw: PersonWindows) -> None:
@@ -597,16 +607,17 @@ class Pipeline:
             self._evidence(s, idx, p, out.stem, out.record, res)
 
     def _activity(self, s: _Session, idx: _Index, p: int, t: int, rec: Record, res: Result) -> None:
-        wkey = f"{p}|win|{rec['tenant_id']}:{rec['person_id']}"
+        who = f"{rec['tenant_id']}:{rec['person_id']}"
+        wkey = f"{p}|win|{who}"
         pw = self._windows(s, wkey, rec)
-        observed = pw.observe_activity(rec, t + self.config.windows.grace_ms)
+        observed = pw.observe_activity(rec, t + self._window_grace)
         for out in observed.outs:
             self._window_out(s, idx, p, out, res)
         if observed.status != "IGNORED":
             self._store_win(s, idx, wkey, pw)
         if observed.status != "COUNTED":
             return  # DUPLICATE (or not this person's): already in the feature state too
-        pkey = f"{p}|ps|{rec['tenant_id']}:{rec['person_id']}"
+        pkey = f"{p}|ps|{who}"
         ps = s.obj(pkey, PersonState.from_dict)
         observe_activity(ps, rec)
         s.mark(pkey)
@@ -616,7 +627,7 @@ class Pipeline:
         site = self.refs.sites.get((tenant, att["site_id"]))
         wkey = f"{p}|win|{tenant}:{att['person_id']}"
         pw = self._windows(s, wkey, att)
-        for out in pw.observe_attendance(att, site, t + self.config.windows.grace_ms):
+        for out in pw.observe_attendance(att, site, t + self._window_grace):
             self._window_out(s, idx, p, out, res)
         self._store_win(s, idx, wkey, pw)
         t0 = self.timer() if self.timer else 0.0

@@ -49,6 +49,7 @@ SIGNALS: tuple[str, ...] = ("phone_events_count", "location_updates_count", "mov
 # Counter slots in an open window, by activity kind.
 _KIND_SLOT = {"PHONE_EVENT": 0, "LOCATION_UPDATE": 1, "TASK_COMPLETED": 2, "TOUR_CHECKPOINT_SCANNED": 3}
 _ROW = 9  # values per window in the flat rolling view
+_NO_COUNTS = (0, 0, 0, 0, 0, 0)  # the counters of a window without signals
 GHOST_METRIC = "silent_minutes_since_check_in"
 TOUR_METRIC = "tour_completion_ratio"
 
@@ -222,7 +223,9 @@ class _Windows:
     def observe_activity(self, rec: Record, watermark_ms: int) -> Observed:
         """Count one activity_signal (after closing what ``watermark_ms`` closes)."""
         outs = self.advance(watermark_ms)
-        if not self._mine(rec) or rec.get("kind") not in _KIND_SLOT:
+        kind = rec.get("kind", "")
+        slot = _KIND_SLOT.get(kind)
+        if slot is None or not self._mine(rec):
             return Observed("IGNORED", outs)
         size = self.cfg.size_ms
         t = int(rec["occurred_at"])
@@ -238,16 +241,19 @@ class _Windows:
             self._due = None
         acc.ids.add(eid)
         n = acc.n
-        n[_KIND_SLOT[rec["kind"]]] += 1
+        n[slot] += 1
         n[4] += 1
-        if self.max_start is not None and start < self.max_start:
+        max_start = self.max_start
+        if max_start is None or start > max_start:
+            self.max_start = start
+        elif start < max_start:
             n[5] += 1
-        self.max_start = start if self.max_start is None else max(self.max_start, start)
-        acc.last_t = max(acc.last_t, t)
-        if rec.get("lat") is not None and rec.get("lon") is not None:
-            acc.fixes.append([self._who(rec), t, float(rec["lat"]), float(rec["lon"]),
-                              float(rec.get("accuracy_m") or 0.0)])
-        if rec["kind"] == "TOUR_CHECKPOINT_SCANNED" and rec.get("tour_id") and rec.get("checkpoint_id"):
+        if t > acc.last_t:
+            acc.last_t = t
+        lat, lon = rec.get("lat"), rec.get("lon")
+        if lat is not None and lon is not None:
+            acc.fixes.append([self._who(rec), t, float(lat), float(lon), float(rec.get("accuracy_m") or 0.0)])
+        if slot == 3 and rec.get("tour_id") and rec.get("checkpoint_id"):  # TOUR_CHECKPOINT_SCANNED
             acc.scanned.setdefault(str(rec["tour_id"]), set()).add(str(rec["checkpoint_id"]))
         mark = [t, str(rec["site_id"])]
         if acc.site is None or mark > acc.site:  # the latest signal's site; ties by name: order-free
@@ -331,16 +337,21 @@ class _Windows:
         size = cfg.size_ms
         end = start + size
         acc = self.open.pop(start, None)
-        n = acc.n if acc is not None else [0, 0, 0, 0, 0, 0]
+        n = acc.n if acc is not None else _NO_COUNTS
         # Movement: each phone's fixes in time order, from where it was last seen.
         dist = 0.0
         if acc is not None and acc.fixes:
-            by_who: dict[str, list[Fix]] = {}
-            for who, t, lat, lon, a in sorted(acc.fixes):  # (who, time, position): independent of arrival
-                by_who.setdefault(who, []).append((t, lat, lon, a))
-            for who, fixes in by_who.items():
+            fixes = sorted(acc.fixes)  # (who, time, position): independent of arrival
+            if fixes[0][0] == fixes[-1][0]:  # one phone (always, at PERSON scope)
+                groups: Iterable[tuple[str, list[Fix]]] = [(fixes[0][0], [(f[1], f[2], f[3], f[4]) for f in fixes])]
+            else:
+                by_who: dict[str, list[Fix]] = {}
+                for who, t, lat, lon, a in fixes:
+                    by_who.setdefault(who, []).append((t, lat, lon, a))
+                groups = by_who.items()
+            for who, group in groups:
                 prev = self.anchors.get(who)
-                d, anchor = odometer((prev[0], prev[1], prev[2], prev[3]) if prev else None, fixes)
+                d, anchor = odometer((prev[0], prev[1], prev[2], prev[3]) if prev else None, group)
                 dist += d
                 if anchor is not None:
                     self.anchors[who] = list(anchor)
@@ -352,9 +363,9 @@ class _Windows:
                     due = rounds_due(duty["start"], duty["end"], iv, start, end)
                     if due:
                         expected[tour_id] = expected.get(tour_id, 0) + cps * due
-        scanned = {k: len(v) for k, v in acc.scanned.items()} if acc is not None else {}
+        scanned = {k: len(v) for k, v in acc.scanned.items()} if acc is not None and acc.scanned else {}
         tours = [{"tour_id": k, "checkpoints_expected": expected.get(k, 0), "checkpoints_scanned": scanned.get(k, 0)}
-                 for k in sorted(set(expected) | set(scanned))]
+                 for k in sorted(set(expected) | set(scanned))] if expected or scanned else []
         if acc is not None and acc.site is not None:
             self.site_id = acc.site[1]
         site_id = self.site_id or next((str(d["site"]) for d in self.duties.values()), "")
@@ -376,11 +387,14 @@ class _Windows:
             self.recent[start] = sorted(acc.ids)
         outs = [Out("signal-windows", self._key(), "signal_window", rec)]
         outs.extend(self._after_close(start, rec, acc))
-        # Duties that ended inside this window are done; stale phones are forgotten (bounded site state).
-        for who in [w for w, d in self.duties.items() if d["end"] <= end]:
-            del self.duties[who]
-        for who in [w for w, a in self.anchors.items() if w and a[0] < end - cfg.rolling_ms]:
-            del self.anchors[who]
+        # Duties that ended inside this window are done; stale phones are forgotten (bounded site state; a
+        # person's own phone, who "", stays).
+        if self.duties:
+            for who in [w for w, d in self.duties.items() if d["end"] <= end]:
+                del self.duties[who]
+        if len(self.anchors) > 1 or "" not in self.anchors:
+            for who in [w for w, a in self.anchors.items() if w and a[0] < end - cfg.rolling_ms]:
+                del self.anchors[who]
         return outs
 
     def _age_rolling(self, end: int) -> None:
