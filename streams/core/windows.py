@@ -172,6 +172,8 @@ class _Windows:
         # next_deadline(), cached (the pipeline asks after every signal); None: recompute. Reset wherever the
         # open windows, the duties' bounds or closed_to change.
         self._due: tuple[int | None] | None = None
+        # A duty may have ended behind closed_to (set when one starts or ends; advance() then drops those).
+        self._sweep_duties = True
 
     # -- serialisation ------------------------------------------------------------------------------
 
@@ -266,6 +268,7 @@ class _Windows:
         t = int(rec["occurred_at"])
         duty = self.duties.get(who)
         self._due = None
+        self._sweep_duties = True
         if rec.get("event_type") == "CHECK_IN":
             if duty is not None and duty["start"] == t:
                 return
@@ -281,7 +284,8 @@ class _Windows:
         if self.closed_to is not None and boundary <= self.closed_to:
             # Nothing new can close (the common case: every signal inside the current window). The recent
             # ids and the rolling view only change when the boundary moves; a duty may have ended behind it.
-            if self.duties:
+            if self._sweep_duties:
+                self._sweep_duties = False
                 for who in [w for w, d in self.duties.items() if d["end"] <= self.closed_to]:
                     del self.duties[who]
                     self._due = None
@@ -299,9 +303,14 @@ class _Windows:
             self.closed_to = boundary
         for who in [w for w, d in self.duties.items() if d["end"] <= self.closed_to]:
             del self.duties[who]  # ended before its windows closed (a check-out that arrived late)
+        self._sweep_duties = False
         horizon = boundary - self.cfg.dedup_retention_ms
-        for s in [s for s in self.recent if s + size <= horizon]:
-            del self.recent[s]
+        recent = self.recent  # in window order (closed in order; loaded sorted)
+        while recent:
+            s = next(iter(recent))
+            if s + size > horizon:
+                break
+            del recent[s]
         self._age_rolling(boundary)  # an idle key's view empties too
         return outs
 
