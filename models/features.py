@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.core.geo import haversine_m  # the same great-circle distance as the telemetry windows
+from streams.core.geo import haversine_m, surely_within_m  # the same great-circle distance as the telemetry windows
 
 Record = dict[str, Any]
 NaN = float("nan")
@@ -215,9 +215,12 @@ def observe_activity(ps: PersonState, rec: Record) -> None:
     if lat is not None and lon is not None:
         acc = _acc(rec.get("accuracy_m"))
         prev = ps.last_fix
-        if prev is not None and 0 <= t - prev[0] <= JUMP_WITHIN_MS \
-                and haversine_m(prev[1], prev[2], float(lat), float(lon)) - _acc(prev[3]) - acc > JUMP_M:
-            jump = 1
+        if prev is not None and 0 <= t - prev[0] <= JUMP_WITHIN_MS:
+            lat, lon = float(lat), float(lon)
+            prev_acc = _acc(prev[3])
+            if not surely_within_m(prev[1], prev[2], lat, lon, JUMP_M + prev_acc + acc) \
+                    and haversine_m(prev[1], prev[2], lat, lon) - prev_acc - acc > JUMP_M:
+                jump = 1
         if prev is None or prev[0] <= t:
             ps.last_fix = [t, float(lat), float(lon), acc]
         if rec.get("accuracy_m") is not None:

@@ -18,6 +18,16 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
+_M_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
+
+
+def surely_within_m(lat1: float, lon1: float, lat2: float, lon2: float, limit_m: float) -> bool:
+    """True when the two points are certainly at most ``limit_m`` apart, without trigonometry: the great circle is
+    no longer than going along the meridian, then along the parallel (``R * (|dlat| + |dlon|)``, radians). A
+    metre of margin covers rounding. False: not sure, compute :func:`haversine_m` (most GPS jitter stops here)."""
+    return (abs(lat2 - lat1) + abs(lon2 - lon1)) * _M_PER_DEGREE <= limit_m - 1.0
+
+
 def odometer(anchor: Fix | None, fixes: list[Fix]) -> tuple[float, Fix | None]:
     """Distance walked along ``fixes`` (already in time order) starting from ``anchor``; returns it and the
     new anchor.
@@ -32,8 +42,10 @@ def odometer(anchor: Fix | None, fixes: list[Fix]) -> tuple[float, Fix | None]:
         if anchor is None:
             anchor = fix
             continue
-        d = haversine_m(anchor[1], anchor[2], fix[1], fix[2])
-        if d > anchor[3] + fix[3]:
+        radii = anchor[3] + fix[3]
+        d = 0.0 if surely_within_m(anchor[1], anchor[2], fix[1], fix[2], radii) else \
+            haversine_m(anchor[1], anchor[2], fix[1], fix[2])
+        if d > radii:
             total += d
             anchor = fix
         elif fix[3] < anchor[3]:

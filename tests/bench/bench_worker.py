@@ -203,9 +203,9 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         wait_for(lambda: site_stage_caught_up(bootstrap, ns), 600, "the site stage to catch up", every_s=0.2)
         dt = time.perf_counter() - t0
         out_dt = last_output_ms(bootstrap, ns) / 1000 - t0_wall
-        print(f"         last output record produced after {out_dt:.2f} s; every input offset committed after {dt:.2f} s "
-              f"({total / dt:,.0f} events/s counted to the commits, which follow the outputs by up to the commit "
-              f"cadence: 2 s, or 1 s idle)")
+        print(f"         last output record produced after {out_dt:.2f} s; every input offset committed after "
+              f"{dt:.2f} s ({total / dt:,.0f} events/s counted to the commits, which follow the outputs by up to the "
+              f"commit cadence: 2 s, or 1 s idle)")
         assert w.proc is not None
         rss = _rss_peak_mb(w.proc.pid)
         cpu = _cpu_s(w.proc.pid)

@@ -15,7 +15,7 @@ from schemas import serde
 from schemas.topics import person_key
 from simulator.config import HOUR_MS, SimConfig
 from simulator.generate import Simulation
-from streams.core.geo import haversine_m, odometer
+from streams.core.geo import haversine_m, odometer, surely_within_m
 from streams.core.types import Out
 from streams.core.windows import (
     GHOST_METRIC,
@@ -157,6 +157,24 @@ def test_haversine_known_distances() -> None:
     assert haversine_m(LAT, LON, LAT, LON) == 0.0
     # Nairobi - Mombasa, about 440 km
     assert haversine_m(-1.2864, 36.8172, -4.0435, 39.6682) == pytest.approx(440_000, rel=0.02)
+
+
+def test_surely_within_never_says_within_when_the_great_circle_is_longer() -> None:
+    rng = random.Random(3)
+    said = 0
+    for _ in range(20_000):
+        lat, lon = rng.uniform(-89, 89), rng.uniform(-180, 180)
+        scale = 10 ** rng.uniform(-5, 1)  # from a metre to ~1,000 km apart, across the antimeridian too
+        lat2, lon2 = max(-90.0, min(90.0, lat + rng.gauss(0, scale))), lon + rng.gauss(0, scale)
+        limit = rng.uniform(1, 2) * haversine_m(lat, lon, lat2, lon2)
+        if rng.random() < 0.5:
+            limit = haversine_m(lat, lon, lat2, lon2) + 1.0  # right at the edge of the margin
+        if surely_within_m(lat, lon, lat2, lon2, limit):
+            said += 1
+            assert haversine_m(lat, lon, lat2, lon2) <= limit
+    assert said > 2_000  # it does take the cheap way often (else it only costs)
+    assert not surely_within_m(0.0, 0.0, 0.0, 0.01, 1_000.0)  # 1.1 km apart
+    assert not surely_within_m(float("nan"), 0.0, 0.0, 0.0, 1e9)  # unsure: the caller computes (and gets NaN)
 
 
 def test_odometer_ignores_jitter_within_accuracy_but_adds_real_moves() -> None:
