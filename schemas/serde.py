@@ -95,11 +95,15 @@ class SchemaStore:
             self.released.setdefault(stem, []).append(sv)
             self.by_fingerprint.setdefault(sv.fingerprint, sv)
         self._by_name = {sv.name: sv for sv in self.current.values()}
+        # The 10-byte header of every decodable writer -> (writer, reader): one lookup per record in decode.
+        self._by_header = {sv.header: (sv, self._by_name[sv.name])
+                           for sv in self.by_fingerprint.values() if sv.name in self._by_name}
+        self._headers = {stem: sv.header for stem, sv in self.current.items()}
 
     def encode(self, stem: str, record: dict[str, Any]) -> bytes:
         sv = self.current[stem]
         buf = io.BytesIO()
-        buf.write(sv.header)
+        buf.write(self._headers[stem])
         try:
             fastavro.schemaless_writer(buf, sv.parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -120,17 +124,8 @@ class SchemaStore:
         """
         if data is None:
             raise DecodeError("MALFORMED", "empty value (tombstone or null)")
-        if len(data) < HEADER_LEN:
-            raise DecodeError("MALFORMED", f"{len(data)} bytes is shorter than the 10-byte header")
-        if data[:2] != MAGIC:
-            raise DecodeError("MALFORMED", f"bad marker {data[:2].hex()}, expected c301 (Avro single-object)")
-        fp = int.from_bytes(data[2:10], "little")
-        writer = self.by_fingerprint.get(fp)
-        if writer is None:
-            raise DecodeError("UNKNOWN_SCHEMA", f"no schema with fingerprint {fp:016x}")
-        reader = self._by_name.get(writer.name)
-        if reader is None:
-            raise DecodeError("UNKNOWN_SCHEMA", f"{writer.name} has no current schema")
+        known = self._by_header.get(data[:HEADER_LEN])
+        writer, reader = known if known is not None else self._unknown_header(data)
         if expected is not None and reader.stem != expected:
             raise DecodeError("WRONG_SCHEMA", f"got {reader.stem}, this topic carries {expected}")
         buf = io.BytesIO(data)
@@ -148,6 +143,19 @@ class SchemaStore:
             raise DecodeError("MALFORMED", f"{reader.stem}: {len(data) - buf.tell()} trailing bytes")
         assert isinstance(record, dict)
         return reader.stem, record
+
+
+    def _unknown_header(self, data: bytes) -> tuple[SchemaVersion, SchemaVersion]:
+        """Say what is wrong with a header that is not one of the known writers'."""
+        if len(data) < HEADER_LEN:
+            raise DecodeError("MALFORMED", f"{len(data)} bytes is shorter than the 10-byte header")
+        if data[:2] != MAGIC:
+            raise DecodeError("MALFORMED", f"bad marker {data[:2].hex()}, expected c301 (Avro single-object)")
+        fp = int.from_bytes(data[2:10], "little")
+        writer = self.by_fingerprint.get(fp)
+        if writer is None:
+            raise DecodeError("UNKNOWN_SCHEMA", f"no schema with fingerprint {fp:016x}")
+        raise DecodeError("UNKNOWN_SCHEMA", f"{writer.name} has no current schema")
 
 
 _default: SchemaStore | None = None

@@ -317,7 +317,8 @@ class _Index:
     """In-memory index of one partition: pending keys (sorted) and timers (rebuilt from the store)."""
 
     pending: list[str] = field(default_factory=list)  # sorted pend keys
-    items: dict[str, Any] = field(default_factory=dict)  # pend key -> record, for those added in this process
+    # pend key -> (event time, stem, record), for those added in this process
+    items: dict[str, tuple[int, str, Record]] = field(default_factory=dict)
     timers: list[tuple[int, str]] = field(default_factory=list)  # heap of (event time, state key); lazy
     due: dict[str, int] = field(default_factory=dict)  # state key -> its current timer time
 
@@ -475,7 +476,8 @@ class Pipeline:
         i = bisect.bisect_left(pending, key)
         if i == len(pending) or pending[i] != key:  # else: the same record is already waiting
             pending.insert(i, key)
-            idx.items[key] = s.pend[key] = {"stem": stem, "record": record}
+            s.pend[key] = {"stem": stem, "record": record}
+            idx.items[key] = (t, stem, record)
         clock = wm["clock"]
         if clock is not None and t <= clock:  # live only: a sparse topic that was idle got an old record
             res.out_of_order += 1
@@ -527,14 +529,17 @@ class Pipeline:
         upto = bisect.bisect_right(idx.pending, _pend_key(p, clock, 9, "\x7f"))
         keys, idx.pending[:upto] = idx.pending[:upto], []
         items: list[tuple[int, str, Record]] = []
+        held = idx.items
         for key in keys:
-            item = idx.items.pop(key, None)
+            item = held.pop(key, None)
             if item is None:  # restored from the store
-                item = s.get(key)
+                stored = s.get(key)
+                if stored is not None:
+                    stem, record = stored["stem"], stored["record"]
+                    item = (event_time(stem, record), stem, record)
             s.release(key)
             if item is not None:
-                stem, record = item["stem"], item["record"]
-                items.append((event_time(stem, record), stem, record))
+                items.append(item)
         timers = idx.timers
         for t, stem, record in items:
             if timers and timers[0][0] < t:  # (the check of _fire_timers, inline: it runs per record)

@@ -215,7 +215,7 @@ class _Windows:
         raise NotImplementedError
 
     def _duty_tours(self, duty: dict[str, Any]) -> list[list[Any]]:
-        return list(duty["tours"])
+        return duty["tours"]  # (the caller only reads it)
 
     def _after_close(self, start: int, rec: Record, acc: _Acc | None) -> list[Out]:
         return []
@@ -290,18 +290,19 @@ class _Windows:
                     del self.duties[who]
                     self._due = None
             return []
-        self._due = None
         outs: list[Out] = []
         cursor = self.closed_to
         while True:
-            s = self._next_window(cursor)
-            if s is None or s + size > boundary:
+            nxt = self._next_window(cursor)
+            if nxt is None or nxt + size > boundary:
                 break
-            outs.extend(self._close(s))
-            cursor = s + size
-        if self.closed_to is None or boundary > self.closed_to:
-            self.closed_to = boundary
-        for who in [w for w, d in self.duties.items() if d["end"] <= self.closed_to]:
+            outs.extend(self._close(nxt))
+            cursor = nxt + size
+        self.closed_to = boundary
+        # nxt is also the first window at or after the new closed_to (it is >= boundary; nothing before it is
+        # open or on duty, and the duties dropped below ended before boundary): next_deadline() without a search.
+        self._due = (None if nxt is None else nxt + size + self.cfg.grace_ms,)
+        for who in [w for w, d in self.duties.items() if d["end"] <= boundary]:
             del self.duties[who]  # ended before its windows closed (a check-out that arrived late)
         self._sweep_duties = False
         horizon = boundary - self.cfg.dedup_retention_ms

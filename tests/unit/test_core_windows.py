@@ -522,3 +522,20 @@ def test_simulated_run_is_order_free_within_grace() -> None:
     a, b = run(recs), run(shuffled)
     assert len(a) > 1000 and a == b
     assert any('"anomalies"' in x for x in a)
+
+
+def test_the_deadline_advance_leaves_is_the_one_a_search_finds() -> None:
+    """advance() sets next_deadline() from its last search instead of searching again; with late signals and
+    check-outs (duties ending behind closed windows) it must be what a fresh search gives, after every step."""
+    cfg = SimConfig(seed=5, tenants=1, sites_per_tenant=4, guards_per_site=6, span=12 * HOUR_MS, late_rate=0.05,
+                    scenario_rates={"GHOST_SHIFT": 0.2, "MISSED_TOUR": 0.2})
+    core = TelemetryCore()
+    checked = 0
+    for r in Simulation(cfg):
+        core.process(r.topic, r.record)
+        for st in (*core.persons.values(), *core.sites.values()):
+            if st._due is not None and st.closed_to is not None:
+                nxt = st._next_window(st.closed_to)
+                assert st._due[0] == (None if nxt is None else nxt + st.cfg.size_ms + st.cfg.grace_ms)
+                checked += 1
+    assert checked > 10_000
