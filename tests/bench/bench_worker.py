@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -44,19 +45,27 @@ from streams.testkit import WorkerProcess, decoded, free_port, group_caught_up, 
 INPUTS = (*INPUT_STEMS, "tickets")
 
 
+def _holding(c: Consumer, shorts: Iterable[str], ns: str) -> list[tuple[str, int, int]]:
+    """(topic, partition, end offset) of each partition of the ``shorts`` topics that holds records."""
+    out = []
+    for short in shorts:
+        name = topic(short, ns)
+        for p in range(BY_SHORT[short].partitions):
+            low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+            if high > low:
+                out.append((name, p, high))
+    return out
+
+
 def ceiling(bootstrap: str, ns: str) -> tuple[int, float]:
     """Plain consume + decode of every input record; (records, seconds)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{ns}.ceiling", "enable.auto.commit": False,
                   "fetch.max.bytes": 52_428_800})
     ends: dict[tuple[str, int], int] = {}
     tps = []
-    for short in INPUTS:
-        for p in range(BY_SHORT[short].partitions):
-            tp = TopicPartition(topic(short, ns), p)
-            low, high = c.get_watermark_offsets(tp, timeout=30)
-            if high > low:
-                ends[(tp.topic, p)] = high
-                tps.append(TopicPartition(tp.topic, p, OFFSET_BEGINNING))
+    for name, p, high in _holding(c, INPUTS, ns):
+        ends[(name, p)] = high
+        tps.append(TopicPartition(name, p, OFFSET_BEGINNING))
     store = serde.store()
     n = 0
     c.assign(tps)
@@ -158,13 +167,7 @@ def last_output_ms(bootstrap: str, ns: str) -> int:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{ns}.last-output", "enable.auto.commit": False,
                   "socket.timeout.ms": 10_000})
     try:
-        tps = []
-        for short in OUTPUTS:
-            for p in range(BY_SHORT[short].partitions):
-                tp = TopicPartition(topic(short, ns), p)
-                low, high = c.get_watermark_offsets(tp, timeout=30)
-                if high > low:
-                    tps.append(TopicPartition(tp.topic, p, high - 1))
+        tps = [TopicPartition(name, p, high - 1) for name, p, high in _holding(c, OUTPUTS, ns)]
         c.assign(tps)
         newest, left = 0, {(tp.topic, tp.partition) for tp in tps}
         deadline = time.monotonic() + 60
