@@ -213,7 +213,8 @@ def observe_activity(ps: PersonState, rec: Record) -> None:
     lat, lon = rec.get("lat"), rec.get("lon")
     jump = 0
     if lat is not None and lon is not None:
-        acc = _acc(rec.get("accuracy_m"))
+        reported = rec.get("accuracy_m")
+        acc = _acc(reported)
         prev = ps.last_fix
         if prev is not None and 0 <= t - prev[0] <= JUMP_WITHIN_MS:
             lat, lon = float(lat), float(lon)
@@ -223,7 +224,7 @@ def observe_activity(ps: PersonState, rec: Record) -> None:
                 jump = 1
         if prev is None or prev[0] <= t:
             ps.last_fix = [t, float(lat), float(lon), acc]
-        if rec.get("accuracy_m") is not None:
+        if reported is not None:
             _observe_accuracy(ps, acc)
     act = ps.activity
     entry = pack_activity(t, kind, mocked, jump)

@@ -341,6 +341,7 @@ class Pipeline:
         self.correlator = Correlator(self.config.correlation)
         self.escalator = Escalator(self.config.escalation)
         self._window_grace = self.config.windows.grace_ms
+        self._validation = self.config.validation
         self._index: dict[int, _Index] = {}
         self._objs: dict[int, dict[str, Any]] = {}  # per partition: decoded component states
         self._through: dict[int, set[str]] = {}  # per partition: which of them only the changelog also holds
@@ -451,14 +452,14 @@ class Pipeline:
         wm["off"][inc.topic] = inc.offset
         stem = INPUT_STEMS[inc.topic]
         try:
-            _, record = self.schemas.decode(inc.value, expected=stem)
+            _, record = self.schemas.decode(inc.value, stem)
         except DecodeError as err:
             self._dead(res, dead_letter_for_decode_error(
                 err, source_topic=topic_name(inc.topic, ns), partition=p, offset=inc.offset,
                 component=self.config.component, key=inc.key, value=inc.value, record_timestamp=inc.timestamp),
                 err.reason)
             return True
-        verdict = validate(stem, record, self.refs.valid, now_ms, self.config.validation)
+        verdict = validate(stem, record, self.refs.valid, now_ms, self._validation)
         if not verdict.ok:
             reason = verdict.reason or "INVALID"
             self._dead(res, self._letter(inc, ns, reason, verdict.detail), reason)
@@ -541,7 +542,8 @@ class Pipeline:
                 if stored is not None:
                     stem, record = stored["stem"], stored["record"]
                     item = (event_time(stem, record), stem, record)
-            s.release(key)
+            if s.pend.pop(key, None) is None:  # (s.release, inline: once per record)
+                s.delete(key)
             if item is not None:
                 items.append(item)
         timers = idx.timers
@@ -607,7 +609,9 @@ class Pipeline:
 
     def _store_win(self, s: _Session, idx: _Index, wkey: str, pw: PersonWindows) -> None:
         s.mark(wkey)
-        self._set_timer(idx, wkey, self._win_due(pw))
+        due = self._win_due(pw)
+        if idx.due.get(wkey) != due:  # (usually unchanged: the check of _set_timer, without the call)
+            self._set_timer(idx, wkey, due)
 
     def _window_out(self, s: _Session, idx: _Index, p: int, out: Out, res: Result) -> None:
         res.outs.append(out)
