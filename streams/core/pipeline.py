@@ -276,11 +276,6 @@ class _Session:
         self.cache[key] = None
         self.dirty.add(key)
 
-    def release(self, key: str) -> None:
-        """A pending record was released: forget it, or delete it from the store if an earlier flush wrote it."""
-        if self.pend.pop(key, None) is None:
-            self.delete(key)
-
     def flush(self, marker_key: str) -> None:
         for key in sorted(self.pend):
             self.store.put(self.p, key, self.pend[key])
@@ -542,7 +537,7 @@ class Pipeline:
                 if stored is not None:
                     stem, record = stored["stem"], stored["record"]
                     item = (event_time(stem, record), stem, record)
-            if s.pend.pop(key, None) is None:  # (s.release, inline: once per record)
+            if s.pend.pop(key, None) is None:  # not added since the last flush: an earlier flush wrote it
                 s.delete(key)
             if item is not None:
                 items.append(item)
