@@ -235,9 +235,7 @@ def observe_activity(ps: PersonState, rec: Record) -> None:
         while j > 0 and act[j - 1] >> 5 > t:
             j -= 1
         act.insert(j, entry)
-    last = act[-1] >> 5
-    if len(act) > MAX_ACTIVITY or act[0] < (max(t, last) - ACTIVITY_WINDOW_MS + 1) << 5:  # (its first test)
-        _prune_activity(ps, max(t, last))
+    _prune_activity(ps, max(t, act[-1] >> 5))
     if ps.open_check_in is not None and t >= ps.open_check_in:
         ps.since_in_activity += 1
         cp = rec.get("checkpoint_id")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,11 @@ class SchemaVersion:
     version: str  # "current" or "v1", "v2", ...
     parsed: dict[str, Any]
     fingerprint: int
+    # The single-object header (marker + fingerprint) every record of this writer starts with; built once.
+    header: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def header(self) -> bytes:
-        return MAGIC + self.fingerprint.to_bytes(8, "little")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "header", MAGIC + self.fingerprint.to_bytes(8, "little"))
 
 
 def _load(path: Path, stem: str, version: str) -> SchemaVersion:
@@ -98,12 +99,11 @@ class SchemaStore:
         # The 10-byte header of every decodable writer -> (writer, reader): one lookup per record in decode.
         self._by_header = {sv.header: (sv, self._by_name[sv.name])
                            for sv in self.by_fingerprint.values() if sv.name in self._by_name}
-        self._headers = {stem: sv.header for stem, sv in self.current.items()}
 
     def encode(self, stem: str, record: dict[str, Any]) -> bytes:
         sv = self.current[stem]
         buf = io.BytesIO()
-        buf.write(self._headers[stem])
+        buf.write(sv.header)
         try:
             fastavro.schemaless_writer(buf, sv.parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -351,15 +351,10 @@ class _Windows:
         # Movement: each phone's fixes in time order, from where it was last seen.
         dist = 0.0
         if acc is not None and acc.fixes:
-            fixes = sorted(acc.fixes)  # (who, time, position): independent of arrival
-            if fixes[0][0] == fixes[-1][0]:  # one phone (always, at PERSON scope)
-                groups: Iterable[tuple[str, list[Fix]]] = [(fixes[0][0], [(f[1], f[2], f[3], f[4]) for f in fixes])]
-            else:
-                by_who: dict[str, list[Fix]] = {}
-                for who, t, lat, lon, a in fixes:
-                    by_who.setdefault(who, []).append((t, lat, lon, a))
-                groups = by_who.items()
-            for who, group in groups:
+            by_who: dict[str, list[Fix]] = {}
+            for who, t, lat, lon, a in sorted(acc.fixes):  # (who, time, position): independent of arrival
+                by_who.setdefault(who, []).append((t, lat, lon, a))
+            for who, group in by_who.items():
                 prev = self.anchors.get(who)
                 d, anchor = odometer((prev[0], prev[1], prev[2], prev[3]) if prev else None, group)
                 dist += d
@@ -397,14 +392,12 @@ class _Windows:
             self.recent[start] = sorted(acc.ids)
         outs = [Out("signal-windows", self._key(), "signal_window", rec)]
         outs.extend(self._after_close(start, rec, acc))
-        # Duties that ended inside this window are done; stale phones are forgotten (bounded site state; a
-        # person's own phone, who "", stays).
+        # Duties that ended inside this window are done; stale phones are forgotten (bounded site state).
         if self.duties:
             for who in [w for w, d in self.duties.items() if d["end"] <= end]:
                 del self.duties[who]
-        if len(self.anchors) > 1 or "" not in self.anchors:
-            for who in [w for w, a in self.anchors.items() if w and a[0] < end - cfg.rolling_ms]:
-                del self.anchors[who]
+        for who in [w for w, a in self.anchors.items() if w and a[0] < end - cfg.rolling_ms]:
+            del self.anchors[who]
         return outs
 
     def _age_rolling(self, end: int) -> None:
