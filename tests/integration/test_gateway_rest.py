@@ -49,6 +49,27 @@ def test_auth_is_required_and_capabilities_are_checked(gw: dict[str, Any]) -> No
     assert r.status_code == 401
 
 
+def test_a_database_outage_is_a_503_and_the_gateway_recovers(gw: dict[str, Any]) -> None:
+    """Postgres drops every connection of the gateway (what a restart or a failover does): a request that meets a
+    dead connection gets 503 "database unavailable", not a crash or a hang, and the pool reconnects by itself.
+    (The unit test of the same mapping covers PoolTimeout without a database.)"""
+    import psycopg
+
+    from streams.testkit import wait_for
+
+    dsn = gw["dsn"]
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as admin:
+        row = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                            ).fetchone()
+    assert row is not None and row[0] >= 8  # the gateway's pool holds 8
+    # A token not seen before is looked up in Postgres (verify), on whichever pooled connection comes next.
+    r = _get(gw, "/incidents", token=create_token(dsn, 1, ["noc:view"])[1])
+    assert r.status_code == 503 and r.json() == {"status": "error", "message": "database unavailable"}
+    wait_for(lambda: _get(gw, "/incidents", token=create_token(dsn, 1, ["noc:view"])[1]).status_code == 200, 60,
+             "the gateway to reconnect to Postgres", every_s=0.2)
+
+
 def test_revoked_token_stops_working(gw: dict[str, Any]) -> None:
     token_id, token = create_token(gw["dsn"], 1, ["noc:view"])
     assert revoke_token(gw["dsn"], token_id)
