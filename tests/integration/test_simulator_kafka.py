@@ -19,21 +19,30 @@ from simulator.produce import simulate
 pytestmark = pytest.mark.integration
 
 
-def _read_all(bootstrap: str, names: list[str], expected: int,
-              deadline_s: float = 60.0) -> list[tuple[str, bytes, bytes]]:
+def _read_all(bootstrap: str, names: list[str], deadline_s: float = 60.0) -> list[tuple[str, bytes, bytes]]:
+    """Every record of ``names``, read until each partition reaches the end offset it had when we started
+    (so a short read says which partition fell behind, and how far, instead of only a total)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{time.monotonic_ns()}",
                   "enable.auto.commit": False, "socket.timeout.ms": 10_000})
     try:
-        parts = []
+        ends: dict[tuple[str, int], int] = {}
         meta = c.list_topics(timeout=10)
         for n in names:
-            parts += [TopicPartition(n, p, 0) for p in meta.topics[n].partitions]
-        c.assign(parts)
+            for p in meta.topics[n].partitions:
+                low, high = c.get_watermark_offsets(TopicPartition(n, p), timeout=10)
+                if high > low:
+                    ends[(n, p)] = high
+        c.assign([TopicPartition(n, p, 0) for n, p in ends])
         out: list[tuple[str, bytes, bytes]] = []
+        at: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + deadline_s
-        while len(out) < expected and time.monotonic() < deadline:
+        while any(at.get(tp, -1) + 1 < end for tp, end in ends.items()):
+            behind = {f"{n}[{p}]": f"{at.get((n, p), -1) + 1}/{end}" for (n, p), end in ends.items()
+                      if at.get((n, p), -1) + 1 < end}
+            assert time.monotonic() < deadline, f"read {len(out)} records in {deadline_s:.0f} s; behind: {behind}"
             for m in c.consume(1000, timeout=1.0):
                 assert m.error() is None, m.error()
+                at[(str(m.topic()), m.partition())] = m.offset()
                 out.append((str(m.topic()), m.key() or b"", m.value() or b""))
         return out
     finally:
@@ -45,7 +54,7 @@ def test_every_simulated_record_comes_back_and_decodes(kafka_bootstrap: str, nam
     rep = simulate(cfg, kafka_bootstrap, namespace, progress=None)
     assert rep.ok and rep.total > 5_000, rep.errors
     names = [topic(s, namespace) for s in TOPICS]
-    got = _read_all(kafka_bootstrap, names, rep.total)
+    got = _read_all(kafka_bootstrap, names)
     assert len(got) == rep.total
     short_of = {topic(s, namespace): s for s in TOPICS}
     per_topic: Counter[str] = Counter()
