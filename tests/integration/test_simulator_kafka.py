@@ -42,7 +42,9 @@ def _read_all(bootstrap: str, names: list[str], deadline_s: float = 60.0) -> lis
             assert time.monotonic() < deadline, f"read {len(out)} records in {deadline_s:.0f} s; behind: {behind}"
             for m in c.consume(1000, timeout=1.0):
                 assert m.error() is None, m.error()
-                at[(str(m.topic()), m.partition())] = m.offset()
+                p, off = m.partition(), m.offset()
+                assert p is not None and off is not None
+                at[(str(m.topic()), p)] = off
                 out.append((str(m.topic()), m.key() or b"", m.value() or b""))
         return out
     finally:
