@@ -222,7 +222,12 @@ class BatchLoop:
             # is consumed: smaller responses and a queue of about two batches of messages (librdkafka's default
             # aims at 100,000 messages per partition) took 15-20 MB off the worker's peak at the same events/s.
             "fetch.max.bytes": self.prefetch_kbytes * 512,
-            "max.partition.fetch.bytes": self.prefetch_kbytes * 128,
+            # The broker fills a response partition by partition, in the order asked, up to fetch.max.bytes. At
+            # a quarter of it per partition, a response held ~4 partitions and over the backlog librdkafka served
+            # some partitions 6-7 s after the others: their clocks held every SITE window back, so the site stage
+            # emitted them all in the last seconds (its process grew to 120-145 MB) and finished ~0.5 s after the
+            # pipeline. At 1/32 (64 KB for the input loop's 24 partitions) every partition is in every response.
+            "max.partition.fetch.bytes": self.prefetch_kbytes * 16,
             "queued.min.messages": 20_000,
             "socket.timeout.ms": 10_000,
             "enable.partition.eof": self.partition_eof,
