@@ -162,23 +162,25 @@ OUTPUTS = ("signal-windows", "baselines", "anomalies", "incidents", "fraud-score
            "finding-escalations", "events", "dead-letters")
 
 
-def last_output_ms(bootstrap: str, ns: str) -> int:
-    """Kafka timestamp (wall clock at produce: CreateTime) of the newest record in any output partition."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{ns}.last-output", "enable.auto.commit": False,
+def output_edge_ms(bootstrap: str, ns: str, shorts: Iterable[str], last: bool = True) -> int:
+    """Kafka timestamp (wall clock at produce: CreateTime) of the newest record (``last``) or the oldest one in
+    any partition of the ``shorts`` output topics."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{ns}.output-edge", "enable.auto.commit": False,
                   "socket.timeout.ms": 10_000})
     try:
-        tps = [TopicPartition(name, p, high - 1) for name, p, high in _holding(c, OUTPUTS, ns)]
+        tps = [TopicPartition(name, p, high - 1 if last else OFFSET_BEGINNING)
+               for name, p, high in _holding(c, shorts, ns)]
         c.assign(tps)
-        newest, left = 0, {(tp.topic, tp.partition) for tp in tps}
+        stamps, left = [], {(tp.topic, tp.partition) for tp in tps}
         deadline = time.monotonic() + 60
         while left and time.monotonic() < deadline:
             for m in c.consume(len(tps), timeout=1.0):
-                if m.error() is None:
-                    newest = max(newest, m.timestamp()[1])
+                if m.error() is None and (m.topic(), m.partition()) in left:
+                    stamps.append(m.timestamp()[1])
                     left.discard((m.topic(), m.partition()))
-        if left:
-            raise RuntimeError(f"could not read the last record of {sorted(left)[:3]}")
-        return newest
+        if left or not stamps:
+            raise RuntimeError(f"could not read the {'last' if last else 'first'} record of {sorted(left)[:3]}")
+        return max(stamps) if last else min(stamps)
     finally:
         c.close()
 
@@ -205,7 +207,10 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         # ... and its site stage (SITE windows, baselines): the end of the run
         wait_for(lambda: site_stage_caught_up(bootstrap, ns), 600, "the site stage to catch up", every_s=0.2)
         dt = time.perf_counter() - t0
-        out_dt = last_output_ms(bootstrap, ns) / 1000 - t0_wall
+        out_dt = output_edge_ms(bootstrap, ns, OUTPUTS) / 1000 - t0_wall
+        # The site stage emits a SITE window once every person partition's clock has passed it: how soon the
+        # first one came out shows whether the worker read its partitions evenly over the backlog.
+        site_dt = output_edge_ms(bootstrap, ns, ["baselines"], last=False) / 1000 - t0_wall
         print(f"         last output record produced after {out_dt:.2f} s; every input offset committed after "
               f"{dt:.2f} s ({total / dt:,.0f} events/s counted to the commits, which follow the outputs by up to the "
               f"commit cadence: 2 s, or 1 s idle)")
@@ -213,8 +218,9 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         rss = _rss_peak_mb(w.proc.pid)
         cpu = _cpu_s(w.proc.pid)
         for child in _children(w.proc.pid):
-            print(f"         site stage process: peak RSS {_rss_peak_mb(child):.0f} MB, CPU {_cpu_s(child):.1f} s; the "
-                  f"pipeline's inputs were all committed after {pipeline_dt:.2f} s, the site stage's after {dt:.2f} s")
+            print(f"         site stage process: peak RSS {_rss_peak_mb(child):.0f} MB, CPU {_cpu_s(child):.1f} s; its "
+                  f"first SITE window (baseline) after {site_dt:.2f} s; the pipeline's inputs were all committed after "
+                  f"{pipeline_dt:.2f} s, the site stage's after {dt:.2f} s")
         mem.stop()
         print(f"         worker + site stage processes together: peak RSS {mem.peak_sum():.0f} MB (sampled every "
               f"{mem.every_s} s); RSS over the run (worker+site MB): {mem.timeline()}")
