@@ -52,7 +52,7 @@ def test_auth_is_required_and_capabilities_are_checked(gw: dict[str, Any]) -> No
 def test_a_database_outage_is_a_503_and_the_gateway_recovers(gw: dict[str, Any]) -> None:
     """Postgres drops every connection of the gateway (what a restart or a failover does): a request that meets a
     dead connection gets 503 "database unavailable", not a crash or a hang, and the pool reconnects by itself.
-    (The unit test of the same mapping covers PoolTimeout without a database.)"""
+    (A database refusing new connections, the pool's PoolTimeout: the test below.)"""
     import psycopg
 
     from streams.testkit import wait_for
@@ -68,6 +68,51 @@ def test_a_database_outage_is_a_503_and_the_gateway_recovers(gw: dict[str, Any])
     assert r.status_code == 503 and r.json() == {"status": "error", "message": "database unavailable"}
     wait_for(lambda: _get(gw, "/incidents", token=create_token(dsn, 1, ["noc:view"])[1]).status_code == 200, 60,
              "the gateway to reconnect to Postgres", every_s=0.2)
+
+
+def test_a_database_refusing_connections_is_a_503_for_reads_and_writes(pg_schema: tuple[str, str], namespace: str,
+                                                                        kafka_bootstrap: str) -> None:
+    """Postgres refuses new connections (its connections dropped, the database closed to new ones: a failover in
+    progress). With a pool of one, the first request meets the dead connection; after it the pool cannot reconnect
+    and requests wait its timeout (PoolTimeout). Reads and ticket changes get 503 "database unavailable" after that
+    wait, not a hang; once connections are allowed again the gateway serves by itself."""
+    import psycopg
+
+    from streams.testkit import wait_for
+
+    dsn, _ = pg_schema
+    seed_rows(dsn)  # migrated, with ticket tk-1
+    cfg = dataclasses.replace(GatewayConfig(), dsn=dsn, bootstrap=kafka_bootstrap, namespace=namespace,
+                              db_timeout_s=1.0, pool_min=1, pool_max=1)
+    # Tokens not seen before: each request looks its token up in Postgres.
+    view, manage = create_token(dsn, 1, ["noc:view"])[1], create_token(dsn, 1, ["noc:manage"])[1]
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        db = conn.info.dbname
+    # A database cannot be closed from a connection to itself: the maintenance database does it.
+    admin_dsn = psycopg.conninfo.make_conninfo(dsn, dbname="postgres", options="")
+    with running_gateway(cfg) as url, httpx.Client(base_url=url, timeout=10) as client, \
+            psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as admin:
+        def allow(on: bool) -> None:
+            admin.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                psycopg.sql.Identifier(db), psycopg.sql.SQL("true" if on else "false")))
+
+        allow(False)
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND backend_type = 'client backend'", (db,))
+            r = client.get(f"{API}/incidents", headers={"Authorization": f"Bearer {view}"})  # the dead connection
+            assert r.status_code == 503 and r.json() == {"status": "error", "message": "database unavailable"}
+            for method, path, token in (("GET", "/incidents", view), ("POST", "/tickets/tk-1/state", manage)):
+                t0 = time.monotonic()
+                r = client.request(method, API + path, json={"status": "OPEN"} if method == "POST" else None,
+                                   headers={"Authorization": f"Bearer {token}"})
+                waited = time.monotonic() - t0
+                assert r.status_code == 503 and r.json()["message"] == "database unavailable", (method, r.text)
+                assert 0.9 <= waited < 5, f"{method} {path}: 503 after {waited:.2f} s, not the pool's 1-s timeout"
+        finally:
+            allow(True)
+        wait_for(lambda: client.get(f"{API}/incidents", headers={"Authorization": f"Bearer {view}"}).status_code
+                 == 200, 60, "the gateway to reconnect to Postgres", every_s=0.2)
 
 
 def test_revoked_token_stops_working(gw: dict[str, Any]) -> None:
