@@ -144,7 +144,6 @@ class SchemaStore:
         assert isinstance(record, dict)
         return reader.stem, record
 
-
     def _unknown_header(self, data: bytes) -> tuple[SchemaVersion, SchemaVersion]:
         """Say what is wrong with a header that is not one of the known writers'."""
         if len(data) < HEADER_LEN:
