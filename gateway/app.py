@@ -1,8 +1,8 @@
 """The gateway application: REST, WebSocket, metrics, OpenAPI and the dashboard page in one Starlette app.
 
-``create_app(config)`` wires: an AsyncConnectionPool (timeouts, statement_timeout per connection), the token
-verifier, the response cache, the fan-out hub and the feed consumer thread (started in the lifespan), the
-event-log latency writer and the consumer-group lag poller.
+``create_app(config)`` wires: the connection pool (``gateway.pool``; timeouts, statement_timeout per connection),
+the token verifier, the response cache, the fan-out hub and the feed consumer thread (started in the lifespan),
+the event-log latency writer and the consumer-group lag poller.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -37,6 +36,7 @@ from gateway.gc_pauses import keep_gc_pauses_short
 from gateway.hub import FeedEvent, Hub
 from gateway.lag import poll_group_lag
 from gateway.openapi import openapi_document
+from gateway.pool import SweepingPool
 from gateway.tokens import TokenVerifier, ensure_schema
 from gateway.wire import ExposeServerSend
 from gateway.ws import dashboard_ws, record_sends
@@ -134,7 +134,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(ensure_schema, cfg.dsn)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pool = SweepingPool(
             cfg.dsn, min_size=cfg.pool_min, max_size=cfg.pool_max, timeout=cfg.db_timeout_s, open=False,
             configure=_configure, kwargs={"connect_timeout": 10})
         await pool.open(wait=True, timeout=30)

@@ -50,8 +50,9 @@ def test_auth_is_required_and_capabilities_are_checked(gw: dict[str, Any]) -> No
 
 
 def test_a_database_outage_is_a_503_and_the_gateway_recovers(gw: dict[str, Any]) -> None:
-    """Postgres drops every connection of the gateway (what a restart or a failover does): a request that meets a
-    dead connection gets 503 "database unavailable", not a crash or a hang, and the pool reconnects by itself.
+    """Postgres drops every connection of the gateway (what a restart or a failover does): the request that meets a
+    dead connection gets 503 "database unavailable", not a crash or a hang, and the pool reconnects by itself
+    before the next requests, so one request pays for the outage, not one per pooled connection.
     (A database refusing new connections, the pool's PoolTimeout: the test below.)"""
     import psycopg
 
@@ -66,6 +67,10 @@ def test_a_database_outage_is_a_503_and_the_gateway_recovers(gw: dict[str, Any])
     # A token not seen before is looked up in Postgres (verify), on whichever pooled connection comes next.
     r = _get(gw, "/incidents", token=create_token(dsn, 1, ["noc:view"])[1])
     assert r.status_code == 503 and r.json() == {"status": "error", "message": "database unavailable"}
+    # That broken connection made the pool check its idle ones (all broken too) and replace them: the requests that
+    # follow wait for new connections instead of each meeting a dead one (up to the pool size of 503s).
+    statuses = [_get(gw, "/incidents", token=create_token(dsn, 1, ["noc:view"])[1]).status_code for _ in range(8)]
+    assert statuses == [200] * 8, statuses
     wait_for(lambda: _get(gw, "/incidents", token=create_token(dsn, 1, ["noc:view"])[1]).status_code == 200, 60,
              "the gateway to reconnect to Postgres", every_s=0.2)
 
