@@ -69,15 +69,19 @@ def read_topic(bootstrap: str, namespace: str, short: str, timeout_s: float = TI
             return out
         c.assign(tps)
         deadline = time.monotonic() + timeout_s
+        at: dict[int, int] = {}  # next offset per partition
         while ends:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: not read to the end in {timeout_s} s ({ends})")
+                behind = {p: f"{at.get(p, 0)}/{end}" for p, end in sorted(ends.items())}
+                raise TimeoutError(f"{name}: {len(out)} records read in {timeout_s} s; partitions behind "
+                                   f"(next offset/end): {behind}")
             for m in c.consume(5000, timeout=0.5):
                 if m.error() is not None:
-                    continue
+                    continue  # librdkafka retries; a record it never delivers shows up in the timeout above
                 part, off = m.partition(), m.offset()
                 assert part is not None and off is not None
                 out.append(Consumed(short, part, off, m.key(), m.value(), m.timestamp()[1]))
+                at[part] = off + 1
                 if part in ends and off + 1 >= ends[part]:
                     del ends[part]
         out.sort(key=lambda r: (r.partition, r.offset))
