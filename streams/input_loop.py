@@ -95,7 +95,7 @@ class InputLoop(BatchLoop):
         incs = [Incoming(short_of[m.topic()], m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
                 for m in batch]
         parts = {inc.partition for inc in incs}
-        result = self.pipeline.process(self.store, incs, int(time.time() * 1000), self.namespace,
+        result = self.pipeline.process(self.store, incs, self.namespace,
                                        self.highwaters(parts))
         self.deliver(result)
         self.count(result, time.perf_counter() - t0)

@@ -328,7 +328,7 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
 
     def flush() -> None:
         for i, ln in enumerate(lanes):
-            result = ln.pipeline.process(ln.store, batch, req.to_ms, req.source, highwater)
+            result = ln.pipeline.process(ln.store, batch, req.source, highwater)
             outs = result.outs + _site_outs(ln, result.outs, result.clocks)
             outs += _ticket_outs(tickets, req.source, schemas, ln)
             _deliver(ln, outs, producer if i == 0 else None, last_ts)

@@ -118,8 +118,7 @@ def end_offsets(bootstrap: str, namespace: str, shorts: Iterable[str]) -> int:
         c.close()
 
 
-def reference_outputs(bootstrap: str, namespace: str, now_ms: int | None = None,
-                      interleave: str = "topic-major") -> list[Out]:
+def reference_outputs(bootstrap: str, namespace: str, interleave: str = "topic-major") -> list[Out]:
     """What the pipeline produces when fed the namespace's input topics in-process (one partition's topics
     either one topic after the other, ``topic-major``, or by Kafka timestamp, ``time``)."""
     refs = References()
@@ -143,11 +142,10 @@ def reference_outputs(bootstrap: str, namespace: str, now_ms: int | None = None,
     from streams.core.pipeline import DictStore
 
     store = DictStore()
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
     outs: list[Out] = []
     for i in range(0, len(records), 2000):
         batch = [Incoming(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records[i:i + 2000]]
-        res = pipe.process(store, batch, now, namespace)
+        res = pipe.process(store, batch, namespace)
         res.commit()
         outs += res.outs
     return outs

@@ -393,13 +393,14 @@ class Pipeline:
 
     # -- the entry points ------------------------------------------------------------------------
 
-    def process(self, store: Store, batch: Iterable[Incoming], now_ms: int, namespace: str = "noc",
+    def process(self, store: Store, batch: Iterable[Incoming], namespace: str = "noc",
                 highwater: Mapping[tuple[str, int], int | None] | None = None) -> Result:
         """Process consumed records (any partitions, in consumption order).
 
-        ``now_ms`` only bounds FUTURE_EVENT. ``highwater``: the end offsets the consumer knows for the sparse
-        inputs (attendance, alerts, audit-findings) per (topic short, partition), None when not known yet; a
-        sparse input with unread records holds its partition's clock back (omitted: nothing is held).
+        ``highwater``: the end offsets the consumer knows for the sparse inputs (attendance, alerts,
+        audit-findings) per (topic short, partition), None when not known yet; a sparse input with unread records
+        holds its partition's clock back (omitted: nothing is held). No clock is read: FUTURE_EVENT is judged
+        against each record's ``received_at``.
         Call ``result.commit()`` before the next call (after producing ``result.outs``)."""
         result = Result()
         by_partition: dict[int, list[Incoming]] = {}
@@ -412,7 +413,7 @@ class Pipeline:
             wm: dict[str, Any] = session.get(wm_key) or {"wm": {}, "off": {}, "clock": None}
             taken = False
             for inc in by_partition[p]:
-                taken = self._one(session, idx, wm, inc, now_ms, namespace, result) or taken
+                taken = self._one(session, idx, wm, inc, namespace, result) or taken
             if taken:
                 session.put(wm_key, wm)
             self._advance(session, idx, p, highwater, result)
@@ -431,8 +432,7 @@ class Pipeline:
             result.sessions.append(session)
         return result
 
-    def _one(self, s: _Session, idx: _Index, wm: dict[str, Any], inc: Incoming, now_ms: int, ns: str,
-             res: Result) -> bool:
+    def _one(self, s: _Session, idx: _Index, wm: dict[str, Any], inc: Incoming, ns: str, res: Result) -> bool:
         """One consumed record of partition ``inc.partition`` with its watermark record ``wm`` (updated here;
         the caller stores it). False: skipped (redelivered)."""
         p = inc.partition
@@ -450,7 +450,7 @@ class Pipeline:
                 component=self.config.component, key=inc.key, value=inc.value, record_timestamp=inc.timestamp),
                 err.reason)
             return True
-        verdict = validate(stem, record, self.refs.valid, now_ms, self._validation)
+        verdict = validate(stem, record, self.refs.valid, record["received_at"], self._validation)
         if not verdict.ok:
             reason = verdict.reason or "INVALID"
             self._dead(res, self._letter(inc, ns, reason, verdict.detail), reason)

@@ -8,8 +8,10 @@ dead-lettered, because a worker restart would otherwise dead-letter good data fo
 reference topic takes to load. Edges that can, should read ``ref.sites`` to its end before starting the
 input agents; ``before_load="reject"`` dead-letters instead (reason UNKNOWN_SITE, detail says why).
 
-There is no clock here: FUTURE_EVENT compares the record's event time with a reference time the edge
-passes in (the Kafka record timestamp, or ``received_at``).
+There is no clock here: FUTURE_EVENT compares the record's event time with a reference time the caller
+passes in. The pipeline passes the input's ``received_at`` (when the upstream system received it, by its own
+clock): an event that claims to have happened more than a day after it was received comes from a wrong device
+clock. Being a field of the record, the verdict is the same live and in a replay, whenever either runs.
 """
 
 from __future__ import annotations
@@ -111,8 +113,9 @@ def validate(stem: str, record: Record, ref: ReferenceData, reference_time_ms: i
     except KeyError:
         return OK  # records without an event time (none of the inputs today) cannot be in the future
     if at > reference_time_ms + cfg.max_future_skew_ms:
-        return Verdict(FUTURE_EVENT, f"event time {at} is {at - reference_time_ms} ms after the record's "
-                                     f"timestamp {reference_time_ms} (allowed skew {cfg.max_future_skew_ms} ms)")
+        return Verdict(FUTURE_EVENT, f"event time {at} is {at - reference_time_ms} ms after the reference time "
+                                     f"{reference_time_ms} (received_at for inputs; allowed skew "
+                                     f"{cfg.max_future_skew_ms} ms)")
     return OK
 
 

@@ -31,7 +31,6 @@ from streams.core.pipeline import (
 )
 from streams.core.types import Out
 
-NOW = 1_900_000_000_000  # "wall clock" for FUTURE_EVENT: after the simulated day
 CFG = SimConfig(seed=5, tenants=1, sites_per_tenant=12, guards_per_site=3, span=12 * HOUR_MS,
                 scenario_rates={"GHOST_SHIFT": 0.25, "MISSED_TOUR": 0.25, "GPS_SPOOFING": 0.15})
 PARTITIONS = 6
@@ -73,7 +72,7 @@ def _run(pipe: Pipeline, store: DictStore, records: Sequence[Incoming], batch: i
          highwater: dict[tuple[str, int], int] | None = None) -> list[Out]:
     outs: list[Out] = []
     for i in range(0, len(records), batch):
-        res = pipe.process(store, records[i:i + batch], NOW, "t", highwater)
+        res = pipe.process(store, records[i:i + batch], "t", highwater)
         res.commit()
         outs += res.outs
     return outs
@@ -141,13 +140,13 @@ def test_redelivery_after_a_crash_changes_nothing() -> None:
     # The crash: the state (changelog) got further than the committed offsets, which are 300 records back.
     again = _run(_pipeline(), store, records[cut - 300:], highwater=hw)
     assert _final(first + again) == want
-    skipped = _pipeline().process(store, records[:10], NOW, "t", hw)
+    skipped = _pipeline().process(store, records[:10], "t", hw)
     assert skipped.skipped == 10 and not skipped.outs
 
 
 def test_uncommitted_results_leave_the_store_alone() -> None:
     store = DictStore()
-    res = _pipeline().process(store, _world()[1][:200], NOW, "t")
+    res = _pipeline().process(store, _world()[1][:200], "t")
     assert res.outs and store.writes == 0
     res.commit()
     assert store.writes > 0
@@ -157,7 +156,7 @@ def test_uncommitted_results_leave_the_store_alone() -> None:
 
 def _one(pipe: Pipeline, store: DictStore, topic: str, partition: int, offset: int, value: bytes | None,
          key: bytes = b"k") -> Result:
-    res = pipe.process(store, [Incoming(topic, partition, offset, key, value, 0)], NOW, "t")
+    res = pipe.process(store, [Incoming(topic, partition, offset, key, value, 0)], "t")
     res.commit()
     return res
 
@@ -174,7 +173,7 @@ def test_bad_input_goes_to_dead_letters_with_reason_and_bytes() -> None:
         "UNKNOWN_TENANT": ("attendance", serde.encode("attendance_event", dict(att, tenant_id=999))),
         "UNKNOWN_SITE": ("attendance", serde.encode("attendance_event", dict(att, site_id="no-such-site"))),
         "FUTURE_EVENT": ("attendance", serde.encode("attendance_event",
-                                                    dict(att, occurred_at=NOW + 400 * 24 * HOUR_MS))),
+                                                    dict(att, occurred_at=att["received_at"] + 400 * 24 * HOUR_MS))),
         "LATE": ("activity", serde.encode("activity_signal", dict(serde.decode(act_rec.value), event_id="late",
                                                                       occurred_at=CFG.start - 10 * MINUTE_MS))),
     }
@@ -185,6 +184,24 @@ def test_bad_input_goes_to_dead_letters_with_reason_and_bytes() -> None:
         assert dls[0]["value"] == value and dls[0]["source_topic"] == f"t.{topic}"
         assert dict(res.dead_letters) == {reason: 1}
     assert res.late == 1
+
+
+def test_future_event_is_judged_by_received_at_not_a_clock() -> None:
+    """An event is FUTURE_EVENT when it claims to have happened more than a day after the upstream received it (a
+    wrong device clock), whatever today's date: the same verdict live and in a replay run any time later. An
+    event received as it happened is processed, even dated well after today (a simulation running ahead)."""
+    pipe, store = _pipeline(), DictStore()
+    _run(pipe, store, [r for r in _world()[1] if r.partition == 0][:300])
+    att = next(serde.decode(r.value) for r in _world()[1] if r.topic == "attendance" and r.partition == 0)
+    ahead = 3_650 * 24 * HOUR_MS  # ten years after the simulated day
+    wrong_clock = dict(att, event_id="wrong-clock", occurred_at=att["received_at"] + 25 * HOUR_MS)
+    res = _one(pipe, store, "attendance", 0, 200_000, serde.encode("attendance_event", wrong_clock))
+    assert dict(res.dead_letters) == {"FUTURE_EVENT": 1}
+    assert "received_at" in next(o.record["detail"] for o in res.outs if o.topic == "dead-letters")
+    in_step = dict(att, event_id="far-ahead", occurred_at=att["occurred_at"] + ahead,
+                   received_at=att["received_at"] + ahead)
+    res = _one(pipe, store, "attendance", 0, 200_001, serde.encode("attendance_event", in_step))
+    assert not res.dead_letters and res.processed["attendance"] == 1
 
 
 class _AlwaysFraud(RuleScorer):
@@ -232,7 +249,7 @@ def test_tick_moves_a_held_clock() -> None:
     hw: dict[tuple[str, int], Any] = {(t, 1): None for t in ("attendance", "alerts", "audit-findings")}
     pipe, store = _pipeline(), DictStore()
     acts = [r for r in records if r.topic == "activity"]
-    res = pipe.process(store, acts, NOW, "t", hw)  # sparse end offsets unknown: everything held
+    res = pipe.process(store, acts, "t", hw)  # sparse end offsets unknown: everything held
     res.commit()
     assert not [o for o in res.outs if o.topic == "signal-windows"]
     res = pipe.tick(store, [1, 5], {k: 0 for k in hw})
@@ -244,14 +261,14 @@ def test_result_reports_the_partition_clocks_it_moved() -> None:
     """The clocks the edge forwards to the site stage: every PERSON window ending by a clock was emitted."""
     pipe, store = _pipeline(), DictStore()
     records = _world()[1][:3000]
-    res = pipe.process(store, records, NOW, "t")
+    res = pipe.process(store, records, "t")
     assert res.clocks and set(res.clocks) <= {r.partition for r in records}
     for p, clock in res.clocks.items():
         ends = [o.record["window_end"] for o in res.outs
                 if o.stem == "signal_window" and o.record["person_id"] and zlib.crc32(o.key) % PARTITIONS == p]
         assert all(e <= clock for e in ends)
     res.commit()
-    again = pipe.process(store, [], NOW, "t")
+    again = pipe.process(store, [], "t")
     assert again.clocks == {}  # nothing moved
     merged = Result()
     merged.merge(res)

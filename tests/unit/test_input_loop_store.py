@@ -59,17 +59,17 @@ def test_open_session_coalesces_writes_until_pipeline_commit() -> None:
 
     store = Counting()
     pipe = Pipeline(References(), ModelCache())
-    pipe.process(store, [_incoming(0, b"garbage")], 0)
-    pipe.process(store, [_incoming(1, b"garbage")], 0)
+    pipe.process(store, [_incoming(0, b"garbage")])
+    pipe.process(store, [_incoming(1, b"garbage")])
     assert writes == []  # nothing written before the commit
     pipe.commit()
     markers = [v for k, v in writes if k == "0|wm"]
     assert len(markers) == 1 and markers[0]["off"] == {"activity": 1}
     # after a commit a new session starts from the store: a redelivered record is skipped
-    res = pipe.process(store, [_incoming(1, b"garbage")], 0)
+    res = pipe.process(store, [_incoming(1, b"garbage")])
     assert res.skipped == 1
     pipe.forget_partitions([0])
-    res = pipe.process(store, [_incoming(2, b"garbage")], 0)
+    res = pipe.process(store, [_incoming(2, b"garbage")])
     assert res.processed["activity"] == 1 and res.dead_letters["MALFORMED"] == 1
 
 

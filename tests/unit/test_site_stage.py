@@ -247,7 +247,7 @@ def test_in_process_run_over_the_pipeline_matches_site_windows_of_the_telemetry_
     store, sstore = DictStore(), DictStore()
     got: list[Out] = []
     for i in range(0, len(records), 1000):
-        res = pipe.process(store, records[i:i + 1000], 1_900_000_000_000, "t")
+        res = pipe.process(store, records[i:i + 1000], "t")
         res.commit()
         sres = st.run_person_outputs(sstore, res.outs, res.clocks, empty=silent)
         sres.commit(sstore)
