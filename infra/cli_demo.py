@@ -79,16 +79,23 @@ def resume_start(bootstrap: str, namespace: str, timeout_s: float = 10.0) -> str
     return (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def children(args: argparse.Namespace, start: str | None = None) -> list[tuple[str, list[str]]]:
-    """The pipeline's processes, in start order; each is an ordinary ``noc`` subcommand."""
+def children(args: argparse.Namespace, start: str | None = None,
+             train: bool = False) -> list[tuple[str, list[str]]]:
+    """The pipeline's processes, in start order; each is an ordinary ``noc`` subcommand. ``train``: also train a
+    first fraud model and activate it (the worker scores with ``rules-v1`` until then and hot-reloads it)."""
     noc = shutil.which("noc") or sys.argv[0]
     sim = [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate), "--span", args.span]
-    return [
+    procs = [
         ("worker", [noc, "worker", "--metrics-port", "9101"]),  # its site-stage process: 9102
         ("sink", [noc, "sink", "--metrics-port", "9103", "--no-migrate"]),
         ("gateway", [noc, "gateway", "--port", str(args.port)]),
         ("simulator", sim + (["--start", start] if start else [])),
     ]
+    if train:
+        # From 30 days of another seed's simulated world (~10 s): the demo's own topics start empty.
+        procs.append(("trainer", [noc, "train", "--from-sim", str(args.seed + 1), "--days", "30",
+                                  "--auto-activate"]))
+    return procs
 
 
 def _wait_http(url: str, deadline_s: float) -> bool:
@@ -171,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from infra.kafka_local import kafka_up
     from infra.postgres_local import postgres_up
     from infra.topics_admin import apply_topics
+    from models.registry import Registry
     from sinks.migrate import migrate
 
     s = settings()
@@ -186,8 +194,12 @@ def run(args: argparse.Namespace) -> int:
     start = resume_start(s.bootstrap, s.namespace)
     if start:
         print(f"the namespace already holds simulated activity: simulating from {start} on")
+    registry = Registry(s.pg_dsn)
+    train = registry.active(None) is None
+    if train:
+        print("no fraud model is active: training one in the background (until then the worker scores with rules-v1)")
     running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    for name, cmd in children(args, start):
+    for name, cmd in children(args, start, train):
         log = logs / f"{name}.log"
         running.append((name, subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT), log))
         print(f"started {name} (pid {running[-1][1].pid}, log {log})")
@@ -224,6 +236,11 @@ def run(args: argparse.Namespace) -> int:
             for name, proc, log in running:
                 if proc.poll() is not None and proc.returncode != 0:
                     print(f"!! {name} exited with {proc.returncode}; see {log}", file=sys.stderr)
+                elif name == "trainer" and train and proc.returncode == 0:
+                    train = False
+                    row = registry.active(None)
+                    print(f"   fraud model {row.version if row else '?'} trained and activated; the worker now "
+                          f"scores with it (see {log})")
             last, last_t = counts, now
     except KeyboardInterrupt:
         pass

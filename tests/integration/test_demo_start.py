@@ -1,16 +1,22 @@
 """``noc demo`` run twice on one namespace continues the simulated time instead of replaying it (which the
-worker could only dead-letter as LATE)."""
+worker could only dead-letter as LATE); without an active fraud model it trains and activates one."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from infra.cli_demo import children, resume_start
+from models.registry import Registry
+from schemas import serde
 from simulator.config import HOUR_MS, SimConfig
 from simulator.produce import simulate
+from streams.testkit import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +37,20 @@ def test_a_repeated_demo_simulates_from_the_day_after_the_latest_activity(kafka_
     args = argparse.Namespace(seed=42, rate=2000, span="30d", port=8080)
     sim = dict(children(args, start))["simulator"]
     assert sim[sim.index("--start") + 1] == start
+
+
+def test_the_demo_trains_and_activates_a_first_model_when_none_is_active(kafka_bootstrap: str, namespace: str,
+                                                                         pg_schema: tuple[str, str],
+                                                                         tmp_path: Path) -> None:
+    dsn, _ = pg_schema
+    args = argparse.Namespace(seed=42, rate=2000, span="30d", port=8080)
+    assert "trainer" not in dict(children(args))
+    cmd = dict(children(args, train=True))["trainer"]
+    done = subprocess.run([*cmd, "--bootstrap", kafka_bootstrap, "--namespace", namespace, "--dsn", dsn],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "NOC_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = Registry(dsn).active(None)
+    assert row is not None and row.version in done.stdout and Path(row.artifact_path).is_file()
+    # Running workers hot-reload from the model-events topic: the activation is there for them.
+    events = [serde.decode(r.value) for r in read_topic(kafka_bootstrap, namespace, "model-events")]
+    assert [(e["model_version"], e["action"]) for e in events] == [(row.version, "ACTIVATED")]
