@@ -102,6 +102,8 @@ def _summary(stem: str, r: Record) -> str:
     if stem == "audit_finding":
         return _clip(f"{r['finding_type']}: {r['evidence_summary']}")
     if stem == "anomaly":
+        if str(r["baseline_id"]).startswith("rule:"):  # a duty rule: no baseline, so no z-score to show
+            return _clip(f"{r['metric']} {r['observed']:.4g} (rule limit {r['threshold']:.4g})")
         return _clip(f"{r['metric']} {r['observed']:.4g} vs expected {r['expected']:.4g} (z={r['score']:.2f})")
     reasons = r.get("reasons") or []
     why = f": {reasons[0]['description']}" if reasons else ""

@@ -153,6 +153,17 @@ def test_combined_severity_highest_and_raised_when_three_kinds_agree() -> None:
     encodes([Out("incidents", b"k", "correlated_incident", r) for r in (r1, r2, r3, r4)])
 
 
+def test_anomaly_titles_show_a_z_score_only_when_there_is_a_baseline() -> None:
+    eng = CorrelationEngine()
+    baseline = eng.process("anomaly", anomaly("n1", T0))[0].record
+    assert baseline["title"] == "HIGH ANOMALY: phone_events 42 vs expected 10 (z=8.00)"
+    rule = dict(anomaly("n2", T0, person="p2"), baseline_id="rule:tour_completion_ratio",
+                metric="tour_completion_ratio", observed=0.4915, expected=1.0, stddev=0.0, threshold=0.5,
+                score=-0.0085, severity="MEDIUM")
+    assert eng.process("anomaly", rule)[0].record["title"] == \
+        "MEDIUM ANOMALY: tour_completion_ratio 0.4915 (rule limit 0.5)"
+
+
 def test_same_kind_three_times_is_not_raised() -> None:
     eng = CorrelationEngine()
     outs = [eng.process("noc_alert", alert(f"a{i}", T0 + i * MIN, severity="HIGH"))[0] for i in range(3)]
