@@ -15,7 +15,7 @@
    event time) past it; at a fixed rate the simulator compresses event time, so this is a few seconds here
    but is the grace itself at real-time rates.
 
-    python tests/bench/bench_worker.py [--people 10000] [--span-min 120] [--rate 2000]
+    python tests/bench/bench_worker.py [--people 10000] [--span-min 120] [--rate 2000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -191,16 +191,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]) -> tuple[float, float, float]:
-    """(events/s, seconds from first record to the last output, peak RSS MB) of one worker over the backlog.
+def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str],
+               workers: int = 1) -> tuple[float, float, float]:
+    """(events/s, seconds from first record to the last output, peak RSS MB of the first worker) of ``workers``
+    worker processes sharing the backlog (one consumer group; each has its site-stage process).
 
     Also prints how many micro-batches the worker took and the time spent inside them (core, state flush,
-    produce): the rest of the wall time is Faust's consumer path, the event loop and waiting."""
-    w = WorkerProcess(ns, bootstrap, work / "faust", free_port(), work / "worker.log", extra).start()
+    produce): the rest of the wall time is the consumer path, the commit waits and waiting for the CPU."""
+    ws = [WorkerProcess(ns, bootstrap, work / f"faust{i}", free_port(), work / f"worker{i}.log", extra).start()
+          for i in range(workers)]
+    w = ws[0]
     assert w.proc is not None
     mem = RssSampler(w.proc.pid).start()
     try:
-        wait_for(lambda: w.processed() > 0, 120, "the worker to start processing", every_s=0.05)
+        wait_for(lambda: any(x.processed() > 0 for x in ws), 120, "the workers to start processing", every_s=0.05)
         t0, t0_wall = time.perf_counter(), time.time()
         wait_for(lambda: group_caught_up(bootstrap, ns), 1800, "the worker to catch up", every_s=0.2)
         pipeline_dt = time.perf_counter() - t0
@@ -214,24 +218,31 @@ def throughput(bootstrap: str, ns: str, total: int, work: Path, extra: list[str]
         print(f"         last output record produced after {out_dt:.2f} s; every input offset committed after "
               f"{dt:.2f} s ({total / dt:,.0f} events/s counted to the commits, which follow the outputs by up to the "
               f"commit cadence: 2 s, or 1 s idle)")
-        assert w.proc is not None
         rss = _rss_peak_mb(w.proc.pid)
-        cpu = _cpu_s(w.proc.pid)
-        for child in _children(w.proc.pid):
-            print(f"         site stage process: peak RSS {_rss_peak_mb(child):.0f} MB, CPU {_cpu_s(child):.1f} s; its "
-                  f"first SITE window (baseline) after {site_dt:.2f} s; the pipeline's inputs were all committed after "
-                  f"{pipeline_dt:.2f} s, the site stage's after {dt:.2f} s")
+        for i, x in enumerate(ws):
+            assert x.proc is not None
+            cpu = _cpu_s(x.proc.pid)
+            name = "worker" if workers == 1 else f"worker {i}"
+            for child in _children(x.proc.pid):
+                print(f"         {name}'s site stage process: peak RSS {_rss_peak_mb(child):.0f} MB, CPU "
+                      f"{_cpu_s(child):.1f} s; first SITE window (baseline) after {site_dt:.2f} s; the pipeline's "
+                      f"inputs were all committed after {pipeline_dt:.2f} s, the site stage's after {dt:.2f} s")
+            m = x.metrics()
+            batches, inside = m.get("noc_worker_batch_seconds_count", 0.0), m.get("noc_worker_batch_seconds_sum", 0.0)
+            done = x.processed()  # input records this worker processed (its share of the partitions)
+            share = total if workers == 1 else max(done, 1.0)
+            print(f"         {name}: peak RSS {_rss_peak_mb(x.proc.pid):.0f} MB; {batches:.0f} batches, {inside:.1f} s "
+                  f"inside them ({inside / dt:.0%} of the wall time, {inside / share * 1e6:.0f} µs/record); CPU "
+                  f"{cpu:.1f} s since its start ({cpu / share * 1e6:.0f} µs/record)"
+                  + ("" if workers == 1 else f"; {done:,.0f} input records"))
         mem.stop()
-        print(f"         worker + site stage processes together: peak RSS {mem.peak_sum():.0f} MB (sampled every "
-              f"{mem.every_s} s); RSS over the run (worker+site MB): {mem.timeline()}")
-        m = w.metrics()
-        batches, inside = m.get("noc_worker_batch_seconds_count", 0.0), m.get("noc_worker_batch_seconds_sum", 0.0)
-        print(f"         {batches:.0f} batches ({total / max(batches, 1):,.0f} records each), {inside:.1f} s inside "
-              f"them ({inside / dt:.0%} of the wall time, {inside / total * 1e6:.0f} µs/record); worker CPU "
-              f"{cpu:.1f} s since its start ({cpu / total * 1e6:.0f} µs/record)")
+        if workers == 1:
+            print(f"         worker + site stage processes together: peak RSS {mem.peak_sum():.0f} MB (sampled every "
+                  f"{mem.every_s} s); RSS over the run (worker+site MB): {mem.timeline()}")
     finally:
         mem.stop()
-        w.stop()
+        for x in ws:
+            x.stop()
     return total / out_dt, out_dt, rss
 
 
@@ -276,6 +287,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="worker --batch-size (default: the worker's)")
     ap.add_argument("--batch-within", type=float, default=None, help="worker --batch-within (default: the worker's)")
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes sharing the backlog (scale-out)")
     args = ap.parse_args()
     bootstrap = settings().bootstrap
     guards = 20
@@ -297,8 +309,9 @@ def main() -> None:
             extra = [] if args.state_cache is None else ["--state-cache", str(args.state_cache)]
             extra += [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
             extra += [] if args.batch_within is None else ["--batch-within", str(args.batch_within)]
-            rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp), extra)
-            print(f"worker   noc worker (2 processes), end to end:    {total} records in {wdt:.2f} s = {rate:,.0f} "
+            rate, wdt, rss = throughput(bootstrap, ns, total, Path(tmp), extra, args.workers)
+            who = "noc worker (2 processes)" if args.workers == 1 else f"{args.workers} x noc worker (2 processes each)"
+            print(f"worker   {who}, end to end:    {total} records in {wdt:.2f} s = {rate:,.0f} "
                   f"events/s ({rate / ceil:.0%} of ceiling); peak RSS {rss:.0f} MB {' '.join(extra)}")
             if args.no_latency:
                 return
