@@ -95,8 +95,7 @@ class InputLoop(BatchLoop):
         incs = [Incoming(short_of[m.topic()], m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
                 for m in batch]
         parts = {inc.partition for inc in incs}
-        result = self.pipeline.process(self.store, incs, self.namespace,
-                                       self.highwaters(parts))
+        result = self.pipeline.process(self.store, incs, self.namespace, self.highwaters(parts))
         self.deliver(result)
         self.count(result, time.perf_counter() - t0)
         activity: Counter[int] = Counter(inc.partition for inc in incs if inc.topic == "activity")
