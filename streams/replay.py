@@ -6,8 +6,14 @@ the worker drives (state in a dict), and produces the outputs to the sandbox nam
 producer that refuses every other topic (:class:`streams.replay_io.SandboxProducer`).
 
 Like the worker, the replay first reads the compacted reference topics and ``model-events`` whole (so every
-input sees all reference data), then the inputs. ``now`` (which only bounds FUTURE_EVENT) is the end of
-the range, so the same range gives the same output whenever it is replayed.
+input sees all reference data), then the inputs. No clock is read (FUTURE_EVENT is judged against each
+record's ``received_at``), so the same range gives the same output whenever it is replayed.
+
+State starts empty at ``--from``: baselines have no samples, duties begun earlier and incidents opened earlier
+are unknown, and fraud features have no history, so outputs near the start differ from the live worker's.
+``--warmup D`` first runs the inputs of ``[from - D, from)`` through the pipeline for their state only (their
+outputs are dropped); with a warm-up reaching back to the start of the topics, the range's outputs are the ones
+a replay of everything would produce for it.
 
 What-if: with ``--model`` or ``--set``, the same merged input also drives a second pipeline with the live
 configuration (in memory, not produced), and both are judged against the labels and ticket resolutions.
@@ -85,6 +91,7 @@ class ReplayReport:
     from_ms: int
     to_ms: int
     config: ReplayConfig
+    warmup_ms: int = 0
     records_in: Counter[str] = field(default_factory=Counter)
     outputs: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -104,6 +111,7 @@ class ReplayReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"sandbox": self.sandbox, "source": self.source, "from_ms": self.from_ms, "to_ms": self.to_ms,
+                "warmup_ms": self.warmup_ms,
                 "config": as_dict(self.config), "records_in": dict(self.records_in), "outputs": dict(self.outputs),
                 "dead_letters": dict(self.dead_letters), "late": self.late, "references": self.references,
                 "elapsed_s": self.elapsed_s, "rate": self.rate, "topics_written": sorted(self.topics_written),
@@ -219,6 +227,7 @@ class ReplayRequest:
     compare_live: bool = True  # what-if: also run the live configuration and report both
     produce: bool = True
     tail_ms: int = TAIL_MS  # activity read past the range end, only to move the clock (see TAIL_MS)
+    warmup_ms: int = 0  # inputs read before the range for their state only (see the module doc)
     manifest_dir: Path | None = None
     progress: TextIO | None = sys.stderr
 
@@ -227,6 +236,8 @@ def _validate(req: ReplayRequest) -> None:
     check_sandbox(req.sandbox, req.source)
     if req.to_ms <= req.from_ms:
         raise ReplayError("--to must be after --from")
+    if req.warmup_ms < 0:
+        raise ReplayError("--warmup must not be negative")
     unknown = [t for t in req.topics if t not in INPUT_TOPICS]
     if unknown:
         raise ReplayError(f"not replayable input topic(s): {', '.join(unknown)}; inputs are {', '.join(INPUT_TOPICS)}")
@@ -259,13 +270,14 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
     for ln in lanes:
         ln.snapshot = Snapshot(req.from_ms, req.to_ms)
 
-    rep = ReplayReport(req.sandbox, req.source, req.from_ms, req.to_ms, req.config)
+    rep = ReplayReport(req.sandbox, req.source, req.from_ms, req.to_ms, req.config, req.warmup_ms)
     c = consumer(req.bootstrap)
     try:
         ref_spans = [s for short in REFERENCE_TOPICS
                      for s in offset_range(c, short, topic(short, req.source), None, None)]
         in_spans = [s for short in req.topics for s in offset_range(
-            c, short, topic(short, req.source), req.from_ms, req.to_ms + (req.tail_ms if short == CLOCK_TOPIC else 0))]
+            c, short, topic(short, req.source), req.from_ms - req.warmup_ms,
+            req.to_ms + (req.tail_ms if short == CLOCK_TOPIC else 0))]
     finally:
         c.close()
     for item in _read_all(req.bootstrap, ref_spans):
@@ -281,7 +293,7 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
     active = {s.partition for s in in_spans if s.topic == CLOCK_TOPIC and s.count > 0}
     for ln in lanes:
         ln.site_empty = tuple(p for p in range(ln.sites.cfg.sources if ln.sites else 0) if p not in active)
-    bar = Progress(req.progress, req.from_ms, req.to_ms, total)
+    bar = Progress(req.progress, req.from_ms - req.warmup_ms, req.to_ms, total)
     with PartitionReader(req.bootstrap, in_spans) as reader:
         # Like the worker's consumer high-water marks: a sparse input partition with unread records in the
         # range holds that partition's clock (belt and braces with the merge's lead).
@@ -331,9 +343,7 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
             result = ln.pipeline.process(ln.store, batch, req.source, highwater)
             outs = result.outs + _site_outs(ln, result.outs, result.clocks)
             outs += _ticket_outs(tickets, req.source, schemas, ln)
-            _deliver(ln, outs, producer if i == 0 else None, last_ts)
-            ln.dead_letters.update(result.dead_letters)
-            ln.late += result.late
+            _deliver(ln, outs, producer if i == 0 else None, last_ts, req.from_ms)
             result.commit()
         batch.clear()
         tickets.clear()
@@ -353,7 +363,7 @@ def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane],
     for i, ln in enumerate(lanes):  # partitions whose last batch left their clock held move on now
         result = ln.pipeline.tick(ln.store, partitions, highwater)
         _deliver(ln, result.outs + _site_outs(ln, result.outs, result.clocks), producer if i == 0 else None,
-                 last_ts)
+                 last_ts, req.from_ms)
         result.commit()
 
 
@@ -386,14 +396,21 @@ def _ticket_outs(items: Iterable[Item], source: str, schemas: SchemaStore, ln: L
     return outs
 
 
-def _deliver(ln: Lane, outs: list[Out], producer: SandboxProducer | None, default_ts: int) -> None:
+def _deliver(ln: Lane, outs: list[Out], producer: SandboxProducer | None, default_ts: int, start_ms: int) -> None:
+    """Count, snapshot and produce the outputs of the range; those before ``start_ms`` (warm-up) are dropped."""
     enc = ln.pipeline.schemas.encode
     for out in outs:
+        at = out_time(out.record, default_ts)
+        if at < start_ms:
+            continue
         ln.outputs[out.topic] += 1
         ln.snapshot.add_out(out.topic, out.record)
+        if out.topic == "dead-letters":
+            reason = out.record["reason"]
+            ln.dead_letters[reason] += 1
+            ln.late += reason == "LATE"
         if producer is not None:
-            producer.produce(producer.name(out.topic), out.key, enc(out.stem, out.record),
-                             out_time(out.record, default_ts))
+            producer.produce(producer.name(out.topic), out.key, enc(out.stem, out.record), at)
 
 
 # -- the manifest ----------------------------------------------------------------------------------------

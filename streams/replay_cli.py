@@ -22,6 +22,15 @@ def _time(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (use ISO 8601, e.g. 2026-11-01T00:00Z)") from exc
 
 
+def _duration(text: str) -> int:
+    from simulator.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from infra.config import settings
 
@@ -31,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "sandbox namespace; `noc replay diff NAME` compares it with the live outputs.")
     p.add_argument("--from", dest="from_ms", type=_time, help="start of the range (ISO 8601, inclusive)")
     p.add_argument("--to", dest="to_ms", type=_time, help="end of the range (ISO 8601, exclusive)")
+    p.add_argument("--warmup", type=_duration, default=0,
+                   help="first run this much input before --from for its state only, e.g. 7d (default 0: state "
+                        "starts empty at --from)")
     p.add_argument("--namespace", help="the sandbox namespace to write to (never the live one)")
     p.add_argument("--source", default=s.namespace, help=f"namespace to replay (NOC_NAMESPACE, default {s.namespace})")
     p.add_argument("--topics", default=None, help="comma-separated input topics (default: all inputs)")
@@ -90,7 +102,8 @@ def replay_handler(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip()) if args.topics else INPUT_TOPICS
     req = ReplayRequest(args.bootstrap, args.source, args.namespace, args.from_ms, args.to_ms, cfg, topics,
-                        dsn=args.dsn, compare_live=not args.no_compare, progress=None if args.quiet else sys.stderr)
+                        dsn=args.dsn, compare_live=not args.no_compare, progress=None if args.quiet else sys.stderr,
+                        warmup_ms=args.warmup)
     try:
         rep = run_replay(req)
         sunk = None
@@ -103,7 +116,8 @@ def replay_handler(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2, sort_keys=True))
         return 0
-    print(f"replay {rep.source} -> {rep.sandbox} ({cfg.describe()}): {rep.total_in:,} records in "
+    warm = f", after a warm-up from {args.warmup / 86_400_000:g} days before" if args.warmup else ""
+    print(f"replay {rep.source} -> {rep.sandbox} ({cfg.describe()}{warm}): {rep.total_in:,} records in "
           f"{rep.elapsed_s:.1f}s = {rep.rate:,.0f} records/s")
     print("  in:  " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.records_in.items())))
     print("  out: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.outputs.items())))
