@@ -29,5 +29,7 @@ def retune(args: argparse.Namespace) -> int:
     from streams.site_stage import request_retune
 
     n = request_retune(args.bootstrap, args.namespace, args.tenant, args.site)
-    print(f"retune requested on {n} site partitions of {args.namespace}")
+    print(f"retune requested on {n} site partitions of {args.namespace}; the worker's site stage logs each one it "
+          f"does and counts the sites in noc_worker_site_stage_records{{kind=\"retuned_sites\"}}; the retuned "
+          f"baselines go to {args.namespace}.baselines")
     return 0

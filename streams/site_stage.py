@@ -167,7 +167,13 @@ class SiteEdge:
                             env["verdict"], int(env["at"]), res)
             elif kind == "r":
                 t = env.get("tenant_id")
+                before = res.counts["retuned_sites"]
                 st.retune(store, q, None if t is None else int(t), env.get("site_id"), env.get("at"), res)
+                scope = "every tenant" if t is None else f"tenant {t}" + (f" site {env['site_id']}"
+                                                                         if env.get("site_id") else "")
+                done = res.counts["retuned_sites"] - before
+                if done:  # (the request goes to every partition; most hold none of one site)
+                    log.info("site stage: on-demand retune (%s) on partition %d: %d site(s) retuned", scope, q, done)
             else:
                 raise KeyError(kind)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
