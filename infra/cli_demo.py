@@ -79,6 +79,11 @@ def resume_start(bootstrap: str, namespace: str, timeout_s: float = 10.0) -> str
     return (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%MZ")
 
 
+# Metrics ports of the demo's worker (its site stage takes the next one) and sink; the gateway's is --port.
+WORKER_METRICS, SINK_METRICS = 9101, 9103
+METRICS_PORTS = (WORKER_METRICS, WORKER_METRICS + 1, SINK_METRICS)
+
+
 def children(args: argparse.Namespace, start: str | None = None,
              train: bool = False) -> list[tuple[str, list[str]]]:
     """The pipeline's processes, in start order; each is an ordinary ``noc`` subcommand. ``train``: also train a
@@ -86,8 +91,8 @@ def children(args: argparse.Namespace, start: str | None = None,
     noc = shutil.which("noc") or sys.argv[0]
     sim = [noc, "simulate", "--seed", str(args.seed), "--rate", str(args.rate), "--span", args.span]
     procs = [
-        ("worker", [noc, "worker", "--metrics-port", "9101"]),  # its site-stage process: 9102
-        ("sink", [noc, "sink", "--metrics-port", "9103", "--no-migrate"]),
+        ("worker", [noc, "worker", "--metrics-port", str(WORKER_METRICS)]),
+        ("sink", [noc, "sink", "--metrics-port", str(SINK_METRICS), "--no-migrate"]),
         ("gateway", [noc, "gateway", "--port", str(args.port)]),
         ("simulator", sim + (["--start", start] if start else [])),
     ]
@@ -177,11 +182,17 @@ def run(args: argparse.Namespace) -> int:
     from gateway.tokens import create_token
     from infra.kafka_local import kafka_up
     from infra.postgres_local import postgres_up
+    from infra.procs import port_open
     from infra.topics_admin import apply_topics
     from models.registry import Registry
     from sinks.migrate import migrate
 
     s = settings()
+    busy = [port for port in (args.port, *METRICS_PORTS) if port_open(port)]
+    if busy:
+        print(f"noc demo: port(s) {', '.join(map(str, busy))} already in use on 127.0.0.1: is another `noc demo` "
+              f"(or a worker, sink or gateway) running? Stop it first, or pick another --port.", file=sys.stderr)
+        return 2
     kafka_up(s)
     postgres_up(s)
     created = apply_topics(s.bootstrap, s.namespace)
@@ -220,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         last: dict[str, int] = {}
         last_t = time.monotonic()
+        reported: set[str] = set()  # children whose failure was shown (once each)
         while not stop and (deadline is None or time.monotonic() < deadline):
             time.sleep(2)  # display refresh period, not synchronisation
             now = time.monotonic()
@@ -234,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
             if len(incidents) > 10:
                 print(f"   ... and {len(incidents) - 10} more incident revisions")
             for name, proc, log in running:
-                if proc.poll() is not None and proc.returncode != 0:
+                if proc.poll() is not None and proc.returncode != 0 and name not in reported:
+                    reported.add(name)
                     print(f"!! {name} exited with {proc.returncode}; see {log}", file=sys.stderr)
                 elif name == "trainer" and train and proc.returncode == 0:
                     train = False

@@ -144,3 +144,17 @@ def test_missing_java_or_maven_says_what_to_install(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("PATH", str(tmp_path))  # neither mvn nor java on it
     with pytest.raises(InfraError, match=r"`mvn` not found: install Maven \(apt-get install maven\)"):
         fetch_jars(paths(Settings(home=tmp_path)))
+
+
+def test_demo_refuses_to_start_when_its_ports_are_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second `noc demo` would start children that die on taken ports and leave the first demo's running."""
+    from infra.cli_demo import run
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        args = argparse.Namespace(port=port, seed=42, rate=2000, span="30d", duration=0, tenant=1)
+        assert run(args) == 2
+    err = capsys.readouterr().err
+    assert str(port) in err and "another `noc demo`" in err
