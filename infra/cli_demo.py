@@ -79,6 +79,9 @@ def resume_start(bootstrap: str, namespace: str, timeout_s: float = 10.0) -> str
     return (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%MZ")
 
 
+# The console's own consumers log nothing below critical: during a broker restart librdkafka would print a
+# connection failure every few milliseconds over the live counts (the console says "Kafka unavailable" instead).
+QUIET = 2
 # Metrics ports of the demo's worker (its site stage takes the next one) and sink; the gateway's is --port.
 WORKER_METRICS, SINK_METRICS = 9101, 9103
 METRICS_PORTS = (WORKER_METRICS, WORKER_METRICS + 1, SINK_METRICS)
@@ -129,6 +132,7 @@ class IncidentTail:
         from schemas.topics import topic
 
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"noc-demo-tail-{time.time_ns()}",
+                                  "log_level": QUIET,
                                   "enable.auto.commit": False, "auto.offset.reset": "latest",
                                   "socket.timeout.ms": 10_000})
         self.consumer.subscribe([topic("incidents", namespace)])
@@ -160,7 +164,8 @@ def _counts(bootstrap: str, namespace: str) -> dict[str, int]:
 
     from schemas.topics import CATALOGUE
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "noc-demo-counter", "enable.auto.commit": False})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "noc-demo-counter", "enable.auto.commit": False,
+                  "log_level": QUIET})
     try:
         meta = c.list_topics(timeout=10)
         out = {}
@@ -179,6 +184,8 @@ def _counts(bootstrap: str, namespace: str) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
     from gateway.tokens import create_token
     from infra.kafka_local import kafka_up
     from infra.postgres_local import postgres_up
@@ -235,11 +242,16 @@ def run(args: argparse.Namespace) -> int:
         while not stop and (deadline is None or time.monotonic() < deadline):
             time.sleep(2)  # display refresh period, not synchronisation
             now = time.monotonic()
-            counts = _counts(s.bootstrap, s.namespace)
-            print(f"\n{time.strftime('%H:%M:%S')}  {'topic':34} {'records':>10} {'per s':>8}")
-            for topic, n in counts.items():
-                rate = (n - last.get(topic, n)) / (now - last_t)
-                print(f"          {topic:34} {n:>10,} {rate:>8,.0f}")
+            try:
+                counts = _counts(s.bootstrap, s.namespace)
+            except KafkaException as exc:  # the broker restarting: the children wait for it, and so do we
+                print(f"\n{time.strftime('%H:%M:%S')}  Kafka unavailable ({exc.args[0].str()}); retrying")
+                counts = last
+            else:
+                print(f"\n{time.strftime('%H:%M:%S')}  {'topic':34} {'records':>10} {'per s':>8}")
+                for topic, n in counts.items():
+                    rate = (n - last.get(topic, n)) / (now - last_t)
+                    print(f"          {topic:34} {n:>10,} {rate:>8,.0f}")
             incidents = tail.lines()
             for line in incidents[-10:]:
                 print(line)

@@ -71,6 +71,16 @@ def ensure_changelog(bootstrap: str, name: str, partitions: int = PERSON_PARTITI
 
 
 NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+# Commit refusals meaning the group has moved on without this member: its session expired (a broker restart, a
+# process paused past session.timeout.ms). librdkafka rejoins by itself on the next consume().
+FENCED = (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+          KafkaError._ASSIGNMENT_LOST)
+
+
+def fenced(exc: KafkaException) -> bool:
+    """True when ``exc`` (from a commit) says this consumer no longer owns its assignment."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.code() in FENCED
 
 
 def watermarks(c: Any, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
@@ -371,8 +381,16 @@ class BatchLoop:
         """State first (acknowledged), then the offsets of every record it covers."""
         self.flush()
         if self.uncommitted:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(self.uncommitted.items())],
-                                 asynchronous=False)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self.uncommitted.items())]
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                if not fenced(exc):
+                    raise
+                # Not fatal: the state just flushed holds the offset marker, so whoever owns the partitions next
+                # (this process, once it has rejoined) skips the redelivered records: nothing lost or doubled.
+                log.warning("%s: offsets not committed, the group no longer knows this member (%s); rejoining, "
+                            "the records since the last commit are redelivered and skipped", self.name, exc)
             self.uncommitted = {}
         self.unflushed = 0
         self.last_flush = time.monotonic()

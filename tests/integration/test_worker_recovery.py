@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,42 @@ def test_sigkill_and_restart_resume_without_loss_or_doubling(kafka_bootstrap: st
     # The restarted worker resumed from committed offsets (it did not reprocess the first worker's records).
     assert 0 < sum(v for k, v in m.items() if k.startswith("noc_worker_events_processed_total")) \
         < rep.total, second.log_tail()
+    _assert_matches_reference(kafka_bootstrap, namespace)
+
+
+def _members(bootstrap: str, group: str) -> int:
+    """How many members the group coordinator counts in ``group`` now."""
+    from infra.topics_admin import admin
+
+    client = admin(bootstrap)  # held until the answer is in: a collected client never completes its futures
+    desc = client.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=10)
+    return len(desc.members)
+
+
+def test_a_worker_paused_past_its_session_timeout_carries_on_without_loss(kafka_bootstrap: str, namespace: str,
+                                                                          tmp_path: Path) -> None:
+    """The group drops a member it has not heard from for session.timeout.ms (10 s): a broker restart or a process
+    paused that long. Its next commit is refused (unknown member). The worker must rejoin and carry on, not stop:
+    the state it flushed holds the offset marker, so the redelivered records are skipped, nothing lost or doubled."""
+    from streams.input_loop import pipeline_group
+
+    _produce(kafka_bootstrap, namespace)
+    extra = ["--batch-size", "1000", "--flush-records", "1"]  # a commit after every batch
+    w = WorkerProcess(namespace, kafka_bootstrap, tmp_path / "a", free_port(), tmp_path / "a.log", extra).start()
+    try:
+        wait_for(lambda: w.processed() >= 3000, 90, "the worker to process 3000 records", every_s=0.02)
+        assert w.proc is not None
+        w.proc.send_signal(signal.SIGSTOP)  # the pipeline process only: its site stage runs on
+        try:
+            wait_for(lambda: _members(kafka_bootstrap, pipeline_group(namespace)) == 0, 60,
+                     "the group to drop the paused member", every_s=0.5)
+        finally:
+            w.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: not w.alive() or group_caught_up(kafka_bootstrap, namespace), 180,
+                 "the resumed worker to catch up")
+        assert w.alive(), w.log_tail()
+    finally:
+        w.stop()
     _assert_matches_reference(kafka_bootstrap, namespace)
 
 

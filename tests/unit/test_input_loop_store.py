@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 from models.scoring import ModelCache
-from streams.batch_loop import ChangelogStore
+from streams.batch_loop import ChangelogStore, fenced
 from streams.core.pipeline import DictStore, Incoming, Pipeline, References
 
 
@@ -141,3 +143,10 @@ def test_cached_states_are_written_through_and_kept_again_when_the_cache_drops()
     s.delete("0|ps|1:a")  # the store does not hold it: the tombstone must be written anyway
     s.flush("0|wm")
     assert rec.sent == [("c", b"0|ps|1:a", None, 0)] and through == set()
+
+
+def test_only_membership_refusals_count_as_fenced() -> None:
+    assert fenced(KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID)))
+    assert fenced(KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION)))
+    assert not fenced(KafkaException(KafkaError(KafkaError._TRANSPORT)))  # still fatal: not a membership answer
+    assert not fenced(KafkaException("no error object"))
