@@ -149,7 +149,9 @@ async def authenticate(request: Request, capability: str) -> Principal:
     return principal
 
 
-async def _handle(request: Request, fn: Handler, capability: str, cached: bool) -> Response:
+async def _handle(request: Request, fn: Handler, capability: str, cached: bool, retry: bool = True) -> Response:
+    """One read. Every endpoint here only reads, so one that met a connection the database dropped (a restart:
+    the pool is sweeping its idle ones meanwhile) runs once more on a fresh one instead of answering 503."""
     state = request.app.state
     try:
         principal = await authenticate(request, capability)
@@ -173,7 +175,11 @@ async def _handle(request: Request, fn: Handler, capability: str, cached: bool) 
         return error_response(503, "database not migrated: run `noc db migrate`")
     except psycopg.errors.QueryCanceled:
         return error_response(503, "query timed out")
-    except (TimeoutError, psycopg.OperationalError, PoolTimeout):
+    except (TimeoutError, psycopg.OperationalError, PoolTimeout) as exc:
+        if retry and not isinstance(exc, (TimeoutError, PoolTimeout)):
+            log.info("database connection lost (%s); running the read again on a fresh one", exc)
+            await state.pool.swept()  # else the retry could take the next dead idle connection
+            return await _handle(request, fn, capability, cached, retry=False)
         log.warning("database unavailable", exc_info=True)
         return error_response(503, "database unavailable")
 
