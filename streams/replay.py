@@ -81,7 +81,6 @@ class Lane:
     snapshot: Snapshot = field(default_factory=Snapshot)
     outputs: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
-    late: int = 0
 
 
 @dataclass
@@ -306,7 +305,7 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
         rep.topics_written = set(producer.topics_written)
     bar.done()
     main = lanes[0]
-    rep.outputs, rep.dead_letters, rep.late = main.outputs, main.dead_letters, main.late
+    rep.outputs, rep.dead_letters, rep.late = main.outputs, main.dead_letters, main.dead_letters["LATE"]
     rep.elapsed_s = time.monotonic() - t0
     if not req.config.is_live or req.compare_live:
         truth = read_truth(req.bootstrap, req.source, req.from_ms, req.to_ms)
@@ -406,9 +405,7 @@ def _deliver(ln: Lane, outs: list[Out], producer: SandboxProducer | None, defaul
         ln.outputs[out.topic] += 1
         ln.snapshot.add_out(out.topic, out.record)
         if out.topic == "dead-letters":
-            reason = out.record["reason"]
-            ln.dead_letters[reason] += 1
-            ln.late += reason == "LATE"
+            ln.dead_letters[out.record["reason"]] += 1
         if producer is not None:
             producer.produce(producer.name(out.topic), out.key, enc(out.stem, out.record), at)
 
