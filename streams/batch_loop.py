@@ -77,10 +77,15 @@ FENCED = (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaErro
           KafkaError._ASSIGNMENT_LOST)
 
 
+def error_code(exc: KafkaException) -> int | None:
+    """The librdkafka error code a KafkaException carries (None: it carries no KafkaError)."""
+    err = exc.args[0] if exc.args else None
+    return err.code() if isinstance(err, KafkaError) else None
+
+
 def fenced(exc: KafkaException) -> bool:
     """True when ``exc`` (from a commit) says this consumer no longer owns its assignment."""
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and err.code() in FENCED
+    return error_code(exc) in FENCED
 
 
 def watermarks(c: Any, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
@@ -92,10 +97,9 @@ def watermarks(c: Any, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int
             low, high = c.get_watermark_offsets(tp, timeout=TIMEOUT_S)
             return int(low), int(high)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if not isinstance(err, KafkaError) or err.code() not in NO_LEADER_YET or time.monotonic() > deadline:
+            if error_code(exc) not in NO_LEADER_YET or time.monotonic() > deadline:
                 raise
-            log.info("%s[%d]: %s; retrying", tp.topic, tp.partition, err.str())
+            log.info("%s[%d]: %s; retrying", tp.topic, tp.partition, exc.args[0].str())
             time.sleep(0.2)  # back-off between metadata retries
 
 
