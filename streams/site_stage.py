@@ -169,10 +169,10 @@ class SiteEdge:
                 t = env.get("tenant_id")
                 before = res.counts["retuned_sites"]
                 st.retune(store, q, None if t is None else int(t), env.get("site_id"), env.get("at"), res)
-                scope = "every tenant" if t is None else f"tenant {t}" + (f" site {env['site_id']}"
-                                                                         if env.get("site_id") else "")
                 done = res.counts["retuned_sites"] - before
                 if done:  # (the request goes to every partition; most hold none of one site)
+                    scope = "every tenant" if t is None else f"tenant {t}" + (f" site {env['site_id']}"
+                                                                             if env.get("site_id") else "")
                     log.info("site stage: on-demand retune (%s) on partition %d: %d site(s) retuned", scope, q, done)
             else:
                 raise KeyError(kind)
