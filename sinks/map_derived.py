@@ -21,7 +21,7 @@ WINDOWS = TableSpec(
     ("window_id", "scope", "tenant_id", "site_id", "person_id", "window_start", "window_end", "phone_events_count",
      "location_updates_count", "movement_distance_meters", "tasks_completed_count", "tour_checkpoints_scanned",
      "tours", "event_count", "late_event_count"),
-    key=("window_id", "window_start"), on_conflict="update", partition_column="window_start")
+    key=("window_id", "tenant_id", "window_start"), on_conflict="update", partition_column="window_start")
 
 
 def window_row(r: Record) -> Row:
@@ -37,7 +37,7 @@ BASELINES = TableSpec(
     ("baseline_id", "tenant_id", "site_id", "metric", "hour_of_week", "sample_count", "mean", "m2", "stddev",
      "is_stable", "dynamic_threshold", "false_positive_rate", "feedback_total", "false_positives",
      "last_threshold_update", "updated_at"),
-    key=("baseline_id",), on_conflict="update", newer="updated_at")
+    key=("baseline_id", "tenant_id"), on_conflict="update", newer="updated_at")
 
 
 def baseline_row(r: Record) -> Row:
@@ -50,7 +50,7 @@ ANOMALIES = TableSpec(
     "anomalies", "anomalies",
     ("anomaly_id", "tenant_id", "site_id", "person_id", "window_id", "baseline_id", "metric", "observed",
      "expected", "stddev", "threshold", "score", "severity", "window_start", "window_end"),
-    key=("anomaly_id",), on_conflict="update")
+    key=("anomaly_id", "tenant_id"), on_conflict="update")
 
 
 def anomaly_row(r: Record) -> Row:
@@ -64,7 +64,7 @@ INCIDENTS = TableSpec(
     "incidents", "incidents",
     ("incident_id", "tenant_id", "site_id", "person_id", "status", "combined_severity", "kinds",
      "related_event_ids", "evidence", "title", "first_seen", "last_seen", "revision", "updated_at"),
-    key=("incident_id",), on_conflict="update", newer="revision", strict=True)
+    key=("incident_id", "tenant_id"), on_conflict="update", newer="revision", strict=True)
 
 
 def incident_row(r: Record) -> Row:
@@ -76,7 +76,7 @@ def incident_row(r: Record) -> Row:
 INCIDENT_EVENTS = TableSpec(
     "incident_events", "incident_events",
     ("incident_id", "event_id", "tenant_id", "kind", "severity", "occurred_at", "summary"),
-    key=("incident_id", "event_id"))
+    key=("incident_id", "tenant_id", "event_id"))
 
 
 def incident_event_rows(r: Record) -> list[Row]:
@@ -88,7 +88,7 @@ FRAUD_SCORES = TableSpec(
     "fraud_scores", "fraud_scores",
     ("score_id", "event_id", "tenant_id", "site_id", "person_id", "device_id", "shift_id", "event_type",
      "occurred_at", "fraud_probability", "risk_level", "model_version", "reasons", "feature_names", "features"),
-    key=("score_id", "occurred_at"), partition_column="occurred_at")
+    key=("score_id", "tenant_id", "occurred_at"), partition_column="occurred_at")
 
 
 def fraud_score_row(r: Record) -> Row:

@@ -13,7 +13,7 @@ SINK_COMPONENT = "sink"
 EVENT_LOG = TableSpec(
     "event_log", "event_log",
     ("event_id", "type", "ts", "tenant_id", "site_id", "person_id", "payload"),
-    key=("event_id", "ts"), partition_column="ts")
+    key=("event_id", "tenant_id", "ts"), partition_column="ts")
 
 
 class BadPayload(ValueError):

@@ -19,7 +19,7 @@ ATTENDANCE = TableSpec(
     "attendance", "attendance",
     ("event_id", "tenant_id", "site_id", "person_id", "occurred_at", "received_at", "event_type", "shift_id", "lat",
      "lon", "accuracy_m", "device_id", "is_mock_location", "face_match_score"),
-    key=("event_id", "occurred_at"), partition_column="occurred_at")
+    key=("event_id", "tenant_id", "occurred_at"), partition_column="occurred_at")
 
 
 def attendance_row(r: Record) -> Row:
@@ -32,7 +32,7 @@ ACTIVITY = TableSpec(
     "activity", "activity",
     ("event_id", "tenant_id", "site_id", "person_id", "occurred_at", "received_at", "kind", "device_id", "shift_id",
      "lat", "lon", "accuracy_m", "is_mock_location", "phone_event_type", "task_id", "tour_id", "checkpoint_id"),
-    key=("event_id", "occurred_at"), partition_column="occurred_at")
+    key=("event_id", "tenant_id", "occurred_at"), partition_column="occurred_at")
 
 
 def activity_row(r: Record) -> Row:
@@ -45,7 +45,7 @@ ALERTS = TableSpec(
     "alerts", "alerts",
     ("event_id", "tenant_id", "site_id", "person_id", "occurred_at", "received_at", "alert_type", "severity",
      "message", "source"),
-    key=("event_id",))
+    key=("event_id", "tenant_id"))
 
 
 def alert_row(r: Record) -> Row:
@@ -58,7 +58,7 @@ FINDINGS = TableSpec(
     "findings", "audit_findings",
     ("event_id", "tenant_id", "site_id", "person_id", "occurred_at", "received_at", "finding_type", "severity",
      "evidence_summary", "auditor_id", "evidence_urls"),
-    key=("event_id",), on_conflict="update")
+    key=("event_id", "tenant_id"), on_conflict="update")
 
 
 def finding_row(r: Record) -> Row:
@@ -72,7 +72,7 @@ ESCALATIONS = TableSpec(
     "escalations", "audit_findings",
     ("event_id", "tenant_id", "site_id", "person_id", "occurred_at", "severity", "evidence_summary",
      "escalated_to_ticket", "escalation_ticket_id", "escalated_at"),
-    key=("event_id",), on_conflict="update",
+    key=("event_id", "tenant_id"), on_conflict="update",
     update=("escalated_to_ticket", "escalation_ticket_id", "escalated_at"))
 
 
@@ -85,7 +85,7 @@ def escalation_row(r: Record) -> Row:
 LABELS = TableSpec(
     "labels", "labels",
     ("label_id", "tenant_id", "site_id", "person_id", "event_id", "is_fraud", "scenario", "source", "occurred_at"),
-    key=("label_id",), on_conflict="update")
+    key=("label_id", "tenant_id"), on_conflict="update")
 
 
 def label_row(r: Record) -> Row:

@@ -61,8 +61,8 @@ def change_ticket(dsn: str, tenant_id: int, ticket_id: str, status: str, *, acto
     with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
         conn.execute("SET statement_timeout = 10000")
         with conn.transaction():
-            current = get_ticket(conn, ticket_id)
-            if current is None or current["tenant_id"] != tenant_id:
+            current = get_ticket(conn, tenant_id, ticket_id)
+            if current is None:
                 return ChangeResult(False, None, f"no ticket {ticket_id} for tenant {tenant_id}")
             change_id = stable_id("api", ticket_id, current["version"] + 1, status)
             applied = apply_change(conn, Change(change_id, ticket_id, tenant_id, status, at, "API", actor,
@@ -79,7 +79,7 @@ def ticket_with_history(dsn: str, tenant_id: int, ticket_id: str) -> dict[str, A
     """The ticket and its history (oldest first), or None when the tenant has no such ticket."""
     with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
         conn.execute("SET statement_timeout = 10000")
-        t = get_ticket(conn, ticket_id)
-        if t is None or t["tenant_id"] != tenant_id:
+        t = get_ticket(conn, tenant_id, ticket_id)
+        if t is None:
             return None
-        return {**ticket_json(t), "history": [ticket_json(h) for h in history(conn, ticket_id)]}
+        return {**ticket_json(t), "history": [ticket_json(h) for h in history(conn, tenant_id, ticket_id)]}

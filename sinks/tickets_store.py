@@ -1,7 +1,9 @@
 """Ticket changes in Postgres: creation from commands and upstream records, transitions, history, feed events.
 
-Every change has a stable ``change_id`` (the command id, the upstream ticket record's event id, or the
-API's id); a change already in ``ticket_history`` is not applied again but its feed event is returned
+Tickets and changes are keyed per tenant: ``(ticket_id, tenant_id)`` and ``(change_id, tenant_id)``, so
+two tenants using the same ids get separate tickets and histories. Every change has a stable ``change_id``
+(the command id, the upstream ticket record's event id, or the API's id); a change already in the tenant's
+``ticket_history`` is not applied again but its feed event is returned
 again (same event id), so a redelivered record re-emits rather than loses the event. Callers run these
 functions inside their transaction and publish ``Applied.feed`` only after the commit.
 """
@@ -95,30 +97,29 @@ def feed_event(ticket: Record, hist: Record) -> Record:
             "person_id": ticket["person_id"], "payload": orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()}
 
 
-def get_ticket(conn: psycopg.Connection[Any], ticket_id: str, lock: bool = False) -> Record | None:
+def get_ticket(conn: psycopg.Connection[Any], tenant_id: int, ticket_id: str, lock: bool = False) -> Record | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT {_TICKET_COLS} FROM tickets WHERE ticket_id = %s" + (" FOR UPDATE" if lock else ""),
-                          (ticket_id,)).fetchone()
+        row = cur.execute(f"SELECT {_TICKET_COLS} FROM tickets WHERE ticket_id = %s AND tenant_id = %s"
+                          + (" FOR UPDATE" if lock else ""), (ticket_id, tenant_id)).fetchone()
     return row
 
 
-def history(conn: psycopg.Connection[Any], ticket_id: str) -> list[Record]:
+def history(conn: psycopg.Connection[Any], tenant_id: int, ticket_id: str) -> list[Record]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT * FROM ticket_history WHERE ticket_id = %s ORDER BY version",
-                           (ticket_id,)).fetchall()
+        return cur.execute("SELECT * FROM ticket_history WHERE ticket_id = %s AND tenant_id = %s ORDER BY version",
+                           (ticket_id, tenant_id)).fetchall()
 
 
 def apply_change(conn: psycopg.Connection[Any], ch: Change) -> Applied:
     """Apply one change inside the caller's transaction; refusals leave the database untouched."""
     with conn.cursor(row_factory=dict_row) as cur:
-        hist = cur.execute("SELECT * FROM ticket_history WHERE change_id = %s", (ch.change_id,)).fetchone()
+        hist = cur.execute("SELECT * FROM ticket_history WHERE change_id = %s AND tenant_id = %s",
+                           (ch.change_id, ch.tenant_id)).fetchone()
         if hist is not None:
-            ticket = get_ticket(conn, hist["ticket_id"])
+            ticket = get_ticket(conn, ch.tenant_id, hist["ticket_id"])
             assert ticket is not None  # history rows reference their ticket
             return Applied(True, ticket, feed=feed_event(ticket, hist), replayed=True)
-        current = get_ticket(conn, ch.ticket_id, lock=True)
-        if current is not None and current["tenant_id"] != ch.tenant_id:
-            return Applied(False, reason=f"no ticket {ch.ticket_id} for tenant {ch.tenant_id}")
+        current = get_ticket(conn, ch.tenant_id, ch.ticket_id, lock=True)
         d = decide(current["status"] if current else None, ch.status, ch.resolution,
                    current["resolution"] if current else None)
         if not d.ok:
@@ -146,15 +147,16 @@ def apply_change(conn: psycopg.Connection[Any], ch: Change) -> Applied:
             cur.execute(
                 "UPDATE tickets SET status = %s, resolution = %s, priority = COALESCE(%s, priority), updated_at = %s, "
                 "resolved_at = CASE WHEN %s = 'RESOLVED' THEN %s WHEN %s = 'OPEN' THEN NULL ELSE resolved_at END, "
-                "closed_at = CASE WHEN %s = 'CLOSED' THEN %s ELSE closed_at END, version = %s WHERE ticket_id = %s",
+                "closed_at = CASE WHEN %s = 'CLOSED' THEN %s ELSE closed_at END, version = %s "
+                "WHERE ticket_id = %s AND tenant_id = %s",
                 (ch.status, d.resolution, ch.priority, at, ch.status, at, ch.status, ch.status, at, version,
-                 ch.ticket_id))
+                 ch.ticket_id, ch.tenant_id))
         hist = cur.execute(
             "INSERT INTO ticket_history (change_id, ticket_id, tenant_id, version, from_status, to_status, resolution, "
             "actor, note, origin, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
             (ch.change_id, ch.ticket_id, ch.tenant_id, version, from_status, ch.status, d.resolution, ch.actor,
              ch.note, ch.origin, at)).fetchone()
         assert hist is not None
-        ticket = get_ticket(conn, ch.ticket_id)
+        ticket = get_ticket(conn, ch.tenant_id, ch.ticket_id)
         assert ticket is not None
         return Applied(True, ticket, feed=feed_event(ticket, hist))

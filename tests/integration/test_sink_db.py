@@ -51,7 +51,7 @@ def _one(dsn: str, sql: str, *params: Any) -> Any:
 @pytest.fixture
 def db(pg_schema: tuple[str, str]) -> str:
     dsn = pg_schema[0]
-    assert migrate(dsn) == ["010", "020", "030", "040", "050", "060"]
+    assert migrate(dsn) == ["010", "020", "030", "040", "050", "060", "070"]
     return dsn
 
 
@@ -60,7 +60,7 @@ def test_migrate_is_harmless_to_rerun_and_lands_in_the_dsn_schema(db: str, pg_sc
     assert all(applied for _v, _n, applied in status(db))
     assert _one(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'models'",
                 pg_schema[1]) == 1
-    assert _one(db, "SELECT count(*) FROM schema_migrations") == 6
+    assert _one(db, "SELECT count(*) FROM schema_migrations") == 7
 
 
 def test_redelivery_does_not_duplicate_and_partitions_appear_as_data_arrives(db: str) -> None:
@@ -200,7 +200,7 @@ def test_db_and_ticket_commands(pg_schema: tuple[str, str], kafka_bootstrap: str
     assert main(["db", "migrate", "--dsn", dsn]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["db", "status", "--dsn", dsn]) == 0
-    assert capsys.readouterr().out.count("applied ") == 6
+    assert capsys.readouterr().out.count("applied ") == 7
     assert main(["db", "prune", "--dsn", dsn, "--now", "2030-01-01T00:00:00", "--keep", "activity=1"]) == 0
     assert "dropped 0 partitions" in capsys.readouterr().out
     w = Writer(dsn)

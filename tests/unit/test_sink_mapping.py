@@ -88,7 +88,7 @@ def test_dedup_keeps_latest_or_highest_rank() -> None:
 
 
 def test_upsert_sql_per_policy() -> None:
-    assert map_inputs.ACTIVITY.upsert_sql().endswith("ON CONFLICT (event_id, occurred_at) DO NOTHING")
+    assert map_inputs.ACTIVITY.upsert_sql().endswith("ON CONFLICT (event_id, tenant_id, occurred_at) DO NOTHING")
     inc = map_derived.INCIDENTS.upsert_sql()
     assert "DO UPDATE SET" in inc and inc.endswith("WHERE EXCLUDED.revision > t.revision")
     assert map_derived.BASELINES.upsert_sql().endswith("WHERE EXCLUDED.updated_at >= t.updated_at")
