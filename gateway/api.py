@@ -9,6 +9,7 @@ change), 503 (database not reachable or not migrated).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import auth, queries
+from gateway.limits import retry_after_s
 from gateway.metrics import API_LATENCY, API_REQUESTS
 from gateway.tokens import Principal
 
@@ -38,14 +40,16 @@ MAX_ID = 200
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
-def error_response(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"status": "error", "message": message}), status_code=status, media_type=JSON)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"status": "error", "message": message}), status_code=status, media_type=JSON,
+                    headers=headers)
 
 
 def _default(obj: Any) -> Any:
@@ -60,11 +64,19 @@ def dumps(data: Any) -> bytes:
 
 # -- query parameters -------------------------------------------------------------------------------------------
 
+_INT = re.compile(r"-?[0-9]{1,12}")
+_EPOCH_MS = re.compile(r"[0-9]{1,15}")
+# Instants a client may name: time windows are computed by subtracting up to a year from them, and Postgres
+# must be able to store the result.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def q_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.lstrip("-").isdigit() or len(raw) > 12:
+    if not _INT.fullmatch(raw):  # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
         raise ApiError(400, f"'{name}' must be an integer between {lo} and {hi}")
     value = int(raw)
     if not lo <= value <= hi:
@@ -98,13 +110,20 @@ def q_time(request: Request, name: str) -> datetime | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
+    message = f"'{name}' must be epoch milliseconds or an ISO 8601 time between 1970 and 9000"
     try:
-        if raw.isdigit() and len(raw) <= 15:
-            return datetime.fromtimestamp(int(raw) / 1000, UTC)
-        dt = datetime.fromisoformat(raw)
+        if _EPOCH_MS.fullmatch(raw):
+            dt = datetime.fromtimestamp(int(raw) / 1000, UTC)
+        elif raw.isascii() and 10 <= len(raw) <= 40:
+            dt = datetime.fromisoformat(raw)
+        else:
+            raise ApiError(400, message)
+        dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
-        raise ApiError(400, f"'{name}' must be epoch milliseconds or an ISO 8601 time") from None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+        raise ApiError(400, message) from None
+    if not EARLIEST <= dt <= LATEST:
+        raise ApiError(400, message)
+    return dt
 
 
 async def anchor(request: Request, conn: psycopg.AsyncConnection[Any], table: str, tenant: int) -> datetime:
@@ -140,10 +159,25 @@ def endpoint(route: str, capability: str = "noc:view", cached: bool = True) -> C
     return deco
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "-"
+
+
 async def authenticate(request: Request, capability: str) -> Principal:
-    principal = await request.app.state.verifier.verify(auth.bearer_from_headers(request.headers))
+    """The caller's principal, after the rate limits (429 with ``Retry-After``) and the token (401, 403)."""
+    state = request.app.state
+    address = client_address(request)
+    token = auth.bearer_from_headers(request.headers)
+    wait, why = state.guard.before_auth(address, token)
+    if wait:
+        raise ApiError(429, why, {"retry-after": retry_after_s(wait)})
+    principal = await state.verifier.verify(token)
     if principal is None:
+        state.guard.auth_failed(address, token)
         raise ApiError(401, "missing or invalid bearer token")
+    wait = state.guard.after_auth(principal.token_id)
+    if wait:
+        raise ApiError(429, "too many requests with this token", {"retry-after": retry_after_s(wait)})
     if not principal.can(capability):
         raise ApiError(403, f"token lacks the {capability} capability")
     return principal
@@ -159,17 +193,15 @@ async def _handle(request: Request, fn: Handler, capability: str, cached: bool, 
         if cached:
             hit = state.cache.get(key)
             if hit is not None:
-                return Response(b'{"status":"success","cached":true,"data":' + hit + b"}", media_type=JSON,
-                                headers={"cache-control": "private, max-age=60"})
+                return Response(b'{"status":"success","cached":true,"data":' + hit + b"}", media_type=JSON)
         async with state.pool.connection(timeout=state.config.db_timeout_s) as conn:
             data = await fn(request, principal, conn)
         body = dumps(data)
         if cached:
             state.cache.put(key, body)
-        return Response(b'{"status":"success","cached":false,"data":' + body + b"}", media_type=JSON,
-                        headers={"cache-control": "private, max-age=60" if cached else "no-store"})
+        return Response(b'{"status":"success","cached":false,"data":' + body + b"}", media_type=JSON)
     except ApiError as exc:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
     except psycopg.errors.UndefinedTable:
         log.warning("query on a missing table", exc_info=True)
         return error_response(503, "database not migrated: run `noc db migrate`")

@@ -33,10 +33,15 @@ from gateway.config import GatewayConfig
 from gateway.consumer import FeedConsumer
 from gateway.feed_metrics import observe_feed
 from gateway.gc_pauses import keep_gc_pauses_short
+from gateway.guard import Guard
+from gateway.headers import SecurityHeaders
 from gateway.hub import FeedEvent, Hub
+from gateway.idempotency import IdempotencyStore
 from gateway.lag import poll_group_lag
+from gateway.metrics import FEED_UNKNOWN_TENANT
 from gateway.openapi import openapi_document
 from gateway.pool import SweepingPool
+from gateway.tenants import KnownTenants
 from gateway.tokens import TokenVerifier, ensure_schema
 from gateway.wire import ExposeServerSend
 from gateway.ws import dashboard_ws, record_sends
@@ -140,9 +145,14 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         app.state.verifier = TokenVerifier(pool, ttl_s=cfg.token_cache_s)
+        app.state.idempotency = IdempotencyStore(pool, cfg.idempotency_ttl_s)
+        tenants: KnownTenants = app.state.tenants
+        app.state.verifier.on_verified = lambda p: tenants.add(p.tenant_id)
+        await tenants.load(pool)  # before the consumer warms the rings
         loop = asyncio.get_running_loop()
         consumer = None
-        tasks = [asyncio.create_task(_flush_latencies(app))]
+        tasks = [asyncio.create_task(_flush_latencies(app)),
+                 asyncio.create_task(tenants.refresh_every(pool, cfg.tenants_refresh_s))]
         if cfg.gc_freeze_every_s > 0:
             tasks.append(asyncio.create_task(keep_gc_pauses_short(cfg.gc_freeze_every_s, cfg.gc_sweep_every_s)))
         if cfg.start_consumer:
@@ -154,8 +164,12 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
 
             def deliver(batch: list[FeedEvent]) -> None:
                 observe_feed(batch)
-                if app.state.hub.add(batch):
+                hub: Hub = app.state.hub
+                dropped = hub.dropped_unknown
+                if hub.add(batch):
                     ticker.kick()
+                if hub.dropped_unknown != dropped:
+                    FEED_UNKNOWN_TENANT.inc(hub.dropped_unknown - dropped)
             consumer = FeedConsumer(cfg.bootstrap, cfg.namespace, loop, deliver, cfg.group_id, warm=cfg.ring_size)
             consumer.start()
             app.state.consumer = consumer
@@ -187,10 +201,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         return Response(orjson.dumps(openapi_document()), media_type="application/json")
 
     async def index(_: Request) -> Response:
-        # The page holds a bearer token: no inline script, no third-party origin, no framing.
-        return FileResponse(STATIC / "index.html", headers={
-            "content-security-policy": "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
-            "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"})
+        # Security headers (no inline script, no third-party origin, no framing): gateway/headers.py, on every page.
+        return FileResponse(STATIC / "index.html")
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
@@ -222,11 +234,16 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         WebSocketRoute("/ws/noc/dashboard", dashboard_ws),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ExposeServerSend)],
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(ExposeServerSend), Middleware(SecurityHeaders)],
                     exception_handlers={404: not_found, 405: not_found, 500: server_error})
     app.state.config = cfg
     app.state.cache = TTLCache(cfg.cache_ttl_s, cfg.cache_max_entries)
-    app.state.hub = Hub(cfg.ring_size)
+    app.state.tenants = KnownTenants(cfg.max_tenants)
+    app.state.guard = Guard(cfg)
+    app.state.ws_per_token = {}
+    app.state.background = set()  # tasks that outlive their request (a ticket change that timed out)
+    app.state.hub = Hub(cfg.ring_size, cfg.ring_max_bytes, cfg.max_tenants, accepts=app.state.tenants.__contains__)
     app.state.hub.on_direct = lambda events, n: record_sends(events, n, app.state.sent_log)
     app.state.connections = set()
     app.state.sent_log = deque(maxlen=100_000)

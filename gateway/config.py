@@ -13,6 +13,15 @@ def _origins() -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
+def _rate(name: str, default: tuple[float, float]) -> tuple[float, float]:
+    """A (rate per second, burst) pair from ``name``: "rate,burst", or "0" to turn the limit off."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    rate, _, burst = raw.partition(",")
+    return float(rate), float(burst or rate)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     dsn: str = field(default_factory=lambda: settings().pg_dsn)
@@ -46,3 +55,23 @@ class GatewayConfig:
     # and unfreeze + collect everything once per sweep.
     gc_freeze_every_s: float = 10.0
     gc_sweep_every_s: float = 600.0
+    # Hostile clients (see limits.py and the README's "Limits"): token buckets per token and per client address,
+    # each a (rate per second, burst) pair; 0 as the rate turns one off.
+    requests_per_token: tuple[float, float] = field(
+        default_factory=lambda: _rate("NOC_GATEWAY_REQUESTS_PER_TOKEN", (100.0, 400.0)))
+    requests_per_address: tuple[float, float] = field(
+        default_factory=lambda: _rate("NOC_GATEWAY_REQUESTS_PER_ADDRESS", (200.0, 800.0)))
+    auth_failures_per_address: tuple[float, float] = (0.5, 20.0)  # failed authentications (401) per address
+    auth_failures_per_token: tuple[float, float] = (0.2, 5.0)  # failures presenting the same unknown token
+    ws_connections_per_token: int = field(
+        default_factory=lambda: int(os.environ.get("NOC_GATEWAY_WS_PER_TOKEN") or 20))
+    ws_messages_per_s: tuple[float, float] = (10.0, 40.0)  # inbound WebSocket messages per connection
+    client_queue_max_bytes: int = 4 * 1024 * 1024  # a client's queued events, by bytes (besides the count)
+    control_queue_max: int = 64  # replies (pong, subscribed) waiting for a client that does not read
+    ws_stalled_close_s: float = 10.0  # a client whose socket stays full this long is closed with 4008
+    ring_max_bytes: int = 8 * 1024 * 1024  # a tenant's resume ring, by bytes (besides ring_size)
+    max_tenants: int = 10_000  # tenants with a ring; only tenants that have a token get one
+    tenants_refresh_s: float = 30.0
+    idempotency_ttl_s: float = 86_400.0  # how long a ticket change's Idempotency-Key is remembered
+    session_ttl_s: float = 8 * 3600.0  # dashboard session cookie lifetime
+    limiter_max_keys: int = 50_000  # keys (tokens, addresses) each rate limiter remembers

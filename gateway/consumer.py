@@ -21,13 +21,16 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from gateway.hub import FeedEvent
-from gateway.metrics import FEED_DECODE_ERRORS, GATEWAY_CONSUMER_LAG
+from gateway.metrics import FEED_DEAD_LETTER_ERRORS, FEED_DECODE_ERRORS, GATEWAY_CONSUMER_LAG
 from schemas import serde
 from schemas.topics import topic
 
 log = logging.getLogger("nocstream.gateway.consumer")
 POLL_TIMEOUT_S = 0.1
 BATCH = 500
+# A feed record larger than this is dead-lettered, not held in rings and queues: the feed's events are small
+# (a record of the pipeline as JSON), and the gateway's memory bounds are counted in events as well as bytes.
+MAX_EVENT_BYTES = 256 * 1024
 
 
 def default_group_id() -> str:
@@ -35,8 +38,11 @@ def default_group_id() -> str:
 
 
 def to_feed_event(msg: Message, live: bool = True) -> FeedEvent:
-    """Decode one record of the events topic; raises serde.DecodeError for bad bytes."""
-    rec = serde.decode(msg.value(), expected="noc_event")
+    """Decode one record of the events topic; raises serde.DecodeError for bad bytes (or too many of them)."""
+    value = msg.value()
+    if value is not None and len(value) > MAX_EVENT_BYTES:
+        raise serde.DecodeError("MALFORMED", f"{len(value)} bytes is over the feed's {MAX_EVENT_BYTES}-byte limit")
+    rec = serde.decode(value, expected="noc_event")
     raw_payload = rec["payload"]
     try:
         payload: Any = orjson.loads(raw_payload)
@@ -80,8 +86,12 @@ class DeadLetters:
                "partition": int(msg.partition() or 0), "offset": int(msg.offset() or 0), "reason": err.reason,
                "detail": err.detail[:1000], "component": "gateway", "key": msg.key(), "value": msg.value(),
                "record_timestamp": int(msg.timestamp()[1])}
-        self._producer.produce(self._topic, key=src.encode(), value=serde.encode("dead_letter", rec))
-        self._producer.poll(0)
+        try:
+            self._producer.produce(self._topic, key=src.encode(), value=serde.encode("dead_letter", rec))
+            self._producer.poll(0)
+        except (BufferError, KafkaException) as exc:  # the record stays counted; the consumer must go on
+            FEED_DEAD_LETTER_ERRORS.inc()
+            log.warning("feed record %s not dead-lettered: %s", rec["dead_letter_id"], exc)
 
     def close(self) -> None:
         self._producer.flush(5)

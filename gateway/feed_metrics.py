@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.hub import FeedEvent
+from gateway.hub import FeedEvent, type_label
 from gateway.metrics import FEED_EVENTS, FRAUD_DETECTIONS, FRAUD_TICKETS, ML_PREDICTION_LATENCY, ML_PREDICTIONS
 
 MAX_PREDICTION_LATENCY_S = 300.0  # larger gaps are replays of old event time, not scoring latency
+RISKS = frozenset({"LOW", "MEDIUM", "HIGH", "CRITICAL"})
+MAX_MODEL_LABELS = 100  # model versions come from the feed's producers: label at most this many, then "other"
+_model_labels: set[str] = set()
+
+
+def model_label(version: str) -> str:
+    if version in _model_labels:
+        return version
+    if len(_model_labels) >= MAX_MODEL_LABELS or len(version) > 100:
+        return "other"
+    _model_labels.add(version)
+    return version
 
 
 def observe_feed(batch: list[FeedEvent]) -> None:
     for ev in batch:
         if not ev.live:
             continue
-        FEED_EVENTS.labels(ev.type).inc()
+        FEED_EVENTS.labels(type_label(ev.type)).inc()
         if ev.type not in ("fraud_scored", "ticket_updated"):
             continue
         payload = orjson.loads(ev.data).get("payload")
@@ -22,7 +34,8 @@ def observe_feed(batch: list[FeedEvent]) -> None:
             continue
         if ev.type == "fraud_scored":
             risk = str(payload.get("risk_level") or "UNKNOWN")
-            ML_PREDICTIONS.labels(str(payload.get("model_version") or "unknown"), risk).inc()
+            risk = risk if risk in RISKS else "UNKNOWN"
+            ML_PREDICTIONS.labels(model_label(str(payload.get("model_version") or "unknown")), risk).inc()
             occurred = payload.get("occurred_at")
             if isinstance(occurred, int):
                 lat = (ev.produced_ms - occurred) / 1000

@@ -25,6 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 EVENTS_PREFIX = b'{"type":"events","events":['
+EVENT_TYPES = frozenset({"alert_created", "finding_created", "finding_escalated", "anomaly_detected",
+                         "incident_created", "incident_updated", "fraud_scored", "ticket_updated"})
+
+
+def type_label(event_type: str) -> str:
+    """A metric label for an event type: the type a producer wrote is not trusted to be one of ours."""
+    return event_type if event_type in EVENT_TYPES else "other"
 
 
 @dataclass(slots=True, eq=False)
@@ -109,7 +116,7 @@ class Client:
     tenant_id: int
     max_queue: int
     filters: Filters = field(default_factory=Filters)
-    queue: deque[FeedEvent] = field(default_factory=deque)
+    queue: deque[FeedEvent] = field(default_factory=deque)  # live events waiting for the client's sender
     last_offset: dict[int, int] = field(default_factory=dict)  # partition -> highest offset queued
     overflowed: bool = False
     paused: bool = False  # while a Kafka resume is in flight, live events queue up but are not sent
@@ -117,41 +124,70 @@ class Client:
     # Writes a shared frame straight to the client's socket; False when it cannot right now (the hub then
     # queues the events for the sender task instead). None: the client always goes through its queue.
     direct: Callable[[SharedFrame], bool] | None = None
+    max_bytes: int = 1 << 62  # the live queue's bound by bytes (besides ``max_queue`` events)
+    queued_bytes: int = 0
+    # A resume's replay (ring or Kafka read-back), sent ahead of ``queue`` in frames of its own. It is bounded by
+    # the ring or by the read-back's limits, not by ``max_queue``: a replay longer than the live queue is
+    # delivered page by page instead of closing the client as slow.
+    replay: deque[FeedEvent] = field(default_factory=deque)
+    mode: str = "batched"  # "batched": {"type":"events","events":[...]} frames; "events": one event per message
 
     def offer(self, ev: FeedEvent, replay: bool = False) -> None:
         if ev.offset <= self.last_offset.get(ev.partition, -1):
             return  # already queued or sent (replay and live overlap)
-        if not replay and not self.filters.match(ev):
-            return
-        if not replay and len(self.queue) >= self.max_queue:  # a replay is bounded by the ring size instead
-            self.overflowed = True
-            self.wake()
-            raise Overflow
-        self.queue.append(ev)
+        if replay:
+            self.replay.append(ev)
+        else:
+            if not self.filters.match(ev):
+                return
+            size = len(ev.data)
+            if len(self.queue) >= self.max_queue or self.queued_bytes + size > self.max_bytes:
+                self.overflowed = True
+                self.wake()
+                raise Overflow
+            self.queue.append(ev)
+            self.queued_bytes += size
         self.last_offset[ev.partition] = ev.offset
         if not self.paused:
             self.wake()
 
+    @property
+    def backlog(self) -> bool:
+        return bool(self.replay or self.queue)
+
     def take(self, limit: int) -> list[FeedEvent]:
+        """Up to ``limit`` events: the replay first, then live ones (never both in one batch)."""
+        if self.replay:
+            n = min(limit, len(self.replay))
+            return [self.replay.popleft() for _ in range(n)]
         n = min(limit, len(self.queue))
-        return [self.queue.popleft() for _ in range(n)]
+        out = [self.queue.popleft() for _ in range(n)]
+        self.queued_bytes -= sum(len(e.data) for e in out)
+        return out
 
 
 class TenantRing:
-    def __init__(self, size: int) -> None:
-        self.events: deque[FeedEvent] = deque(maxlen=size)
-        self.ids: dict[str, FeedEvent] = {}
+    """A tenant's latest events for resume, bounded by count (``size``) and by bytes (``max_bytes``)."""
+
+    def __init__(self, size: int, max_bytes: int = 1 << 62) -> None:
+        self.events: deque[FeedEvent] = deque()
+        self.ids: dict[str, FeedEvent] = {}  # bounded with ``events``: an id is dropped with its event
+        self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
 
     def add(self, ev: FeedEvent) -> bool:
         """Keep the event; False if its id is already held (a producer retry: never push it twice)."""
         if ev.event_id in self.ids:
             return False
-        if len(self.events) == self.events.maxlen:
-            old = self.events[0]
-            if self.ids.get(old.event_id) is old:
-                del self.ids[old.event_id]
         self.events.append(ev)
         self.ids[ev.event_id] = ev
+        self.bytes += len(ev.data)
+        while self.events and (len(self.events) > self.size or self.bytes > self.max_bytes):
+            old = self.events.popleft()
+            self.bytes -= len(old.data)
+            if self.ids.get(old.event_id) is old:
+                del self.ids[old.event_id]
         return True
 
     def after(self, event_id: str) -> list[FeedEvent] | None:
@@ -170,8 +206,17 @@ class TenantRing:
 
 
 class Hub:
-    def __init__(self, ring_size: int) -> None:
+    """Rings and clients per tenant. Only tenants ``accepts`` says yes to get a ring (the gateway passes "has a
+    token"), and at most ``max_tenants``: the tenant id of a feed record is chosen by its producer, so the
+    number of rings must not follow it. Events of other tenants are counted in ``dropped_unknown``."""
+
+    def __init__(self, ring_size: int, ring_max_bytes: int = 1 << 62, max_tenants: int = 10_000,
+                 accepts: Callable[[int], bool] = lambda tenant: True) -> None:
         self.ring_size = ring_size
+        self.ring_max_bytes = ring_max_bytes
+        self.max_tenants = max_tenants
+        self.accepts = accepts
+        self.dropped_unknown = 0
         self.rings: dict[int, TenantRing] = {}
         self.clients: dict[int, set[Client]] = {}
         self.on_overflow: Callable[[Client], None] = lambda c: None
@@ -184,14 +229,22 @@ class Hub:
     def ring(self, tenant_id: int) -> TenantRing:
         r = self.rings.get(tenant_id)
         if r is None:
-            r = self.rings[tenant_id] = TenantRing(self.ring_size)
+            r = TenantRing(self.ring_size, self.ring_max_bytes)
+            if len(self.rings) < self.max_tenants:
+                self.rings[tenant_id] = r
         return r
 
     def add(self, events: Iterable[FeedEvent]) -> int:
         """Keep events in the rings and queue the live ones for the next :meth:`flush`; returns events accepted."""
         accepted = 0
         for ev in events:
-            if not self.ring(ev.tenant_id).add(ev):
+            ring = self.rings.get(ev.tenant_id)
+            if ring is None:
+                if not self.accepts(ev.tenant_id) or len(self.rings) >= self.max_tenants:
+                    self.dropped_unknown += 1
+                    continue
+                ring = self.ring(ev.tenant_id)
+            if not ring.add(ev):
                 continue
             accepted += 1
             if not ev.live:
@@ -236,7 +289,7 @@ class Hub:
             if client.overflowed:
                 continue
             # Fast path: caught up (nothing queued, nothing of this frame seen before) and writable now.
-            if (ordered and client.direct is not None and not client.queue and not client.paused
+            if (ordered and client.direct is not None and not client.queue and not client.replay and not client.paused
                     and all(client.last_offset.get(p, -1) < o for p, o in low.items()) and client.direct(frame)):
                 client.last_offset.update(high)
                 sent += 1
@@ -312,10 +365,13 @@ class Hub:
                 if e.tenant_id == client.tenant_id and client.filters.match(e) and (e.partition, e.offset) not in queued
                 and (after is None or e.partition != after[0] or e.offset > after[1])]
         # The read-back may reach past live events already queued (the live consumer can lag behind the high
-        # watermark), so merge the two by offset rather than just putting the read-back first.
-        merged = sorted([*keep, *client.queue], key=lambda e: (e.partition, e.offset))
+        # watermark), so merge the two by offset rather than just putting the read-back first. The merged whole
+        # is the replay (sent first, page by page); the live queue starts empty again.
+        merged = sorted([*client.replay, *keep, *client.queue], key=lambda e: (e.partition, e.offset))
         client.queue.clear()
-        client.queue.extend(merged)
+        client.queued_bytes = 0
+        client.replay.clear()
+        client.replay.extend(merged)
         for e in keep:
             client.last_offset[e.partition] = max(client.last_offset.get(e.partition, -1), e.offset)
         client.paused = False

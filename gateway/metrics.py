@@ -27,6 +27,12 @@ FRAUD_DETECTIONS = Counter("noc_fraud_detections_total", "fraud_scored events at
                            ["risk_level"])
 FRAUD_TICKETS = Counter("noc_fraud_tickets_created_total", "Tickets opened from fraud scores (ticket_updated feed)")
 FEED_EVENTS = Counter("noc_feed_events_total", "Events consumed from the consolidated feed", ["type"])
+FEED_DEAD_LETTER_ERRORS = Counter("noc_feed_dead_letter_errors_total",
+                                  "Undecodable feed records the gateway could not dead-letter (counted, dropped)")
+FEED_UNKNOWN_TENANT = Counter("noc_feed_unknown_tenant_total", "Feed events of tenants without a token, dropped")
+WS_LIMITED = Counter("noc_websocket_refused_total", "WebSocket connections refused or closed by a limit",
+                     ["limit"])
+API_LIMITED = Counter("noc_api_rate_limited_total", "REST requests answered 429", ["limit"])
 FEED_DECODE_ERRORS = Counter("noc_feed_decode_errors_total", "Feed records dead-lettered by the gateway", ["reason"])
 GATEWAY_CONSUMER_LAG = Gauge("noc_gateway_consumer_lag", "Lag of this gateway's feed consumer",
                              ["topic", "partition"])

@@ -1,6 +1,7 @@
 """Bearer tokens: ``noc_<id>_<secret>``, stored as sha256 only, each bound to one tenant and capabilities.
 
 The table is created idempotently from ``gateway/migrations/001_gateway_tokens.sql`` by :func:`ensure_schema`
+(which applies the gateway's other migrations too)
 (the gateway and ``noc token create`` both call it), so it does not depend on the sinks migration runner.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,8 @@ CAPABILITIES = ("noc:view", "noc:manage", "noc:admin")
 _IMPLIED = {"noc:admin": {"noc:admin", "noc:manage", "noc:view"}, "noc:manage": {"noc:manage", "noc:view"},
             "noc:view": {"noc:view"}}
 PREFIX = "noc_"
-MIGRATION = Path(__file__).resolve().parent / "migrations" / "001_gateway_tokens.sql"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION = MIGRATIONS / "001_gateway_tokens.sql"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +58,10 @@ def well_formed(token: str) -> bool:
 
 
 def ensure_schema(dsn: str) -> None:
+    """Apply every ``migrations/*.sql`` of the gateway in name order (each is idempotent)."""
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(MIGRATION.read_text())  # a trusted file of ours, not user input
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            conn.execute(path.read_text().encode())  # trusted files of ours, not user input
 
 
 def create_token(dsn: str, tenant_id: int, caps: list[str], label: str = "",
@@ -99,7 +104,8 @@ class TokenVerifier:
         self._pool = pool
         self._ttl = ttl_s
         self._max = max_entries
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None]] = {}  # bounded: cleared at ``max_entries``
+        self.on_verified: Callable[[Principal], None] = lambda p: None  # a valid token was looked up
 
     async def verify(self, token: str | None) -> Principal | None:
         if not token or not well_formed(token):
@@ -115,6 +121,8 @@ class TokenVerifier:
                 "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())", (h,))
             row = await cur.fetchone()
         principal = None if row is None else Principal(row[0], int(row[1]), frozenset(row[2]))
+        if principal is not None:
+            self.on_verified(principal)
         if len(self._cache) >= self._max:
             self._cache.clear()
         self._cache[h] = (now + self._ttl, principal)

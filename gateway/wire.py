@@ -45,6 +45,18 @@ class RawWriter:
         """Wait until the transport takes data again (flow control), as the ASGI send path would."""
         await self._proto.writable.wait()
 
+    def is_writable(self) -> bool:
+        return bool(self._proto.writable.is_set())
+
+    def buffered(self) -> int:
+        """Bytes written to the socket's buffer that the client has not taken yet."""
+        return int(self._transport.get_write_buffer_size())
+
+    def abort_if_stuck(self) -> None:
+        """Drop the TCP connection if bytes are still waiting for the client (it does not read)."""
+        if not self._transport.is_closing() or self._transport.get_write_buffer_size():
+            self._transport.abort()
+
 
 SCOPE_KEY = "nocstream.server_send"
 

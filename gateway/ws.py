@@ -35,15 +35,26 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import auth
 from gateway.config import GatewayConfig
 from gateway.consumer import read_back
-from gateway.hub import Client, FeedEvent, Filters, Hub, SharedFrame, parse_cursor, ws_text_frame
-from gateway.metrics import WS_BROADCAST_LATENCY, WS_BROADCASTS, WS_CLIENTS, WS_CLOSED, WS_FRAMES
+from gateway.guard import Guard
+from gateway.hub import (
+    EVENT_TYPES,
+    Client,
+    FeedEvent,
+    Filters,
+    Hub,
+    SharedFrame,
+    parse_cursor,
+    type_label,
+    ws_text_frame,
+)
+from gateway.limits import RateLimiter, retry_after_s
+from gateway.metrics import WS_BROADCAST_LATENCY, WS_BROADCASTS, WS_CLIENTS, WS_CLOSED, WS_FRAMES, WS_LIMITED
 from gateway.tokens import TokenVerifier
 from gateway.wire import raw_writer
 
 log = logging.getLogger("nocstream.gateway.ws")
-EVENT_TYPES = frozenset({"alert_created", "finding_created", "finding_escalated", "anomaly_detected",
-                         "incident_created", "incident_updated", "fraud_scored", "ticket_updated"})
 FRAME_MAX_EVENTS = 200
+CLOSE_WAIT_S = 2.0
 MAX_FILTER_ITEMS = 500
 _SUBSCRIBE_KEYS = frozenset({"action", "types", "site_ids", "resume_from", "cursor"})
 
@@ -107,12 +118,13 @@ def record_sends(events: list[FeedEvent], clients: int, sent_log: deque[tuple[Fe
     now_ms = time.time() * 1000
     by_type: dict[str, int] = {}
     for ev in events:
-        by_type[ev.type] = by_type.get(ev.type, 0) + clients
+        label = type_label(ev.type)
+        by_type[label] = by_type.get(label, 0) + clients
         if not ev.sent:
             ev.sent = True
             if ev.live:
                 lat = max(0.0, (now_ms - ev.produced_ms) / 1000)
-                WS_BROADCAST_LATENCY.labels(ev.type).observe(lat)
+                WS_BROADCAST_LATENCY.labels(label).observe(lat)
                 sent_log.append((ev, lat))
     for type_, n in by_type.items():
         WS_BROADCASTS.labels(type_).inc(n)
@@ -125,7 +137,7 @@ class Connection:
         self.hub = hub
         self.cfg = cfg
         self.topic = topic_name
-        self.client = Client(tenant_id, cfg.client_queue_max, paused=True)
+        self.client = Client(tenant_id, cfg.client_queue_max, paused=True, max_bytes=cfg.client_queue_max_bytes)
         self.client.wake = self._wake
         self.raw = raw_writer(ws)
         if self.raw is not None:
@@ -138,6 +150,7 @@ class Connection:
         self.sending = False
         self.last_send = time.monotonic()
         self.sender: asyncio.Task[None] | None = None
+        self.inbound = RateLimiter(*cfg.ws_messages_per_s, max_keys=1)
         # (event, latency s) of every live send, drained once a second into event_log by app.py
         self.sent_log: deque[tuple[FeedEvent, float]] = ws.app.state.sent_log
 
@@ -155,17 +168,41 @@ class Connection:
         return True
 
     def say(self, obj: dict[str, Any]) -> None:
+        if len(self.control) >= self.cfg.control_queue_max:  # replies pile up: the client does not read them
+            raise ProtocolViolation(4008, f"not reading: more than {self.cfg.control_queue_max} replies queued")
         self.control.append(orjson.dumps(obj))
         self.event.set()
+
+    async def watchdog(self, every_s: float = 0.25) -> None:
+        """Returns when the client has stopped reading: its socket full (writes paused) for ``ws_stalled_close_s``,
+        or more than ``client_queue_max_bytes`` waiting in the socket's buffer (what any writer, including the
+        server's own ping replies, may have put there)."""
+        if self.raw is None:
+            await asyncio.Event().wait()  # no transport to watch: the ASGI send path has its timeout
+            return
+        full_since: float | None = None
+        while True:
+            await asyncio.sleep(every_s)
+            now = time.monotonic()
+            if self.raw.buffered() > self.cfg.client_queue_max_bytes:
+                return
+            if self.raw.is_writable():
+                full_since = None
+            elif full_since is None:
+                full_since = now
+            elif now - full_since >= self.cfg.ws_stalled_close_s:
+                return
 
     async def _send(self, data: bytes) -> None:
         self.sending = True
         try:
             if self.raw is not None:  # frame it ourselves: no text round trip, no per-message protocol machinery
-                await self.raw.writable()
+                if not self.raw.is_writable():
+                    await asyncio.wait_for(self.raw.writable(), self.cfg.ws_stalled_close_s)
                 if self.raw.write(ws_text_frame(data)):
                     return
-            await self.ws.send({"type": "websocket.send", "text": data.decode("utf-8")})
+            await asyncio.wait_for(self.ws.send({"type": "websocket.send", "text": data.decode("utf-8")}),
+                                   self.cfg.ws_stalled_close_s)
         finally:
             self.sending = False
             self.last_send = time.monotonic()
@@ -185,13 +222,13 @@ class Connection:
                 return
             # Coalesce a backlog under load: with many clients, frames (not events) are what cost CPU.
             gap = self.hub.n_clients / self.cfg.ws_frame_budget - (time.monotonic() - self.last_send)
-            if gap > 0.001 and self.client.queue:
+            if gap > 0.001 and self.client.backlog:
                 await asyncio.sleep(gap)
                 if self.client.overflowed:
                     return
             while self.control:
                 await self._send(self.control.popleft())
-            while not self.client.paused and self.client.queue:
+            while not self.client.paused and self.client.backlog:
                 batch = self.client.take(FRAME_MAX_EVENTS)
                 await self._send(SharedFrame(batch).payload())
                 record_sends(batch, 1, self.sent_log, queued=True)
@@ -203,6 +240,10 @@ class Connection:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if self.inbound.take(0):
+                WS_LIMITED.labels("messages").inc()
+                rate = self.cfg.ws_messages_per_s[0]
+                raise ProtocolViolation(4029, f"too many messages: at most {rate:g} per second")
             if message.get("text") is None:
                 raise ProtocolViolation(1003, "binary frames are not supported; send JSON text")
             msg = parse_client_message(message["text"], self.cfg.max_ws_message_bytes)
@@ -251,16 +292,15 @@ async def _watch_token(verifier: TokenVerifier, token: str | None, every_s: floa
             log.warning("token re-check skipped, database unavailable: %s", exc)  # keep serving meanwhile
 
 
-async def _deny(ws: WebSocket, status: int, message: str) -> None:
+async def _deny(ws: WebSocket, status: int, message: str, headers: dict[str, str] | None = None) -> None:
     WS_CLOSED.labels(str(status)).inc()
     body = orjson.dumps({"status": "error", "message": message})
-    await ws.send_denial_response(Response(body, status_code=status, media_type="application/json"))
+    await ws.send_denial_response(Response(body, status_code=status, media_type="application/json", headers=headers))
 
 
 async def dashboard_ws(ws: WebSocket) -> None:
     app_state = ws.app.state
     cfg: GatewayConfig = app_state.config
-    hub: Hub = app_state.hub
     verifier: TokenVerifier = app_state.verifier
     if not auth.origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), cfg.allowed_origins,
                                ws.url.scheme == "wss"):
@@ -269,32 +309,65 @@ async def dashboard_ws(ws: WebSocket) -> None:
     # wsproto's uvicorn protocol passes the offered subprotocols in the scope only, not in the headers
     offered = auth.offered_subprotocols(ws.headers) or [str(p) for p in ws.scope.get("subprotocols", [])]
     token = auth.bearer_from_headers(ws.headers) or auth.bearer_from_subprotocols(offered)
+    guard: Guard = app_state.guard
+    address = ws.client.host if ws.client is not None else "-"
+    wait, why = guard.before_auth(address, token)
+    if wait:
+        WS_LIMITED.labels("handshakes").inc()
+        await _deny(ws, 429, why, {"retry-after": retry_after_s(wait)})
+        return
     try:
         principal = await verifier.verify(token)
     except (psycopg.OperationalError, PoolTimeout, TimeoutError):
         await _deny(ws, 503, "database unavailable")
         return
     if principal is None:
+        guard.auth_failed(address, token)
         await _deny(ws, 401, "missing or invalid bearer token")
         return
     if not principal.can("noc:view"):
         await _deny(ws, 403, "token lacks the noc:view capability")
         return
+    per_token: dict[str, int] = app_state.ws_per_token  # bounded: an entry per token with an open connection
+    if per_token.get(principal.token_id, 0) >= cfg.ws_connections_per_token:
+        WS_LIMITED.labels("connections").inc()
+        await _deny(ws, 429, f"too many connections for this token (at most {cfg.ws_connections_per_token})",
+                    {"retry-after": "10"})
+        return
+    per_token[principal.token_id] = per_token.get(principal.token_id, 0) + 1
+    try:
+        await _serve(ws, principal.tenant_id, token, offered)
+    finally:
+        left = per_token.pop(principal.token_id, 1) - 1
+        if left > 0:
+            per_token[principal.token_id] = left
+
+
+async def _serve(ws: WebSocket, tenant_id: int, token: str | None, offered: list[str]) -> None:
+    app_state = ws.app.state
+    cfg: GatewayConfig = app_state.config
+    hub: Hub = app_state.hub
+    verifier: TokenVerifier = app_state.verifier
     await ws.accept(subprotocol=auth.SUBPROTOCOL if auth.SUBPROTOCOL in offered else None)
-    conn = Connection(ws, hub, cfg, principal.tenant_id, app_state.events_topic)
+    conn = Connection(ws, hub, cfg, tenant_id, app_state.events_topic)
     app_state.connections.add(conn)
     WS_CLIENTS.inc()
-    conn.say({"type": "hello", "tenant_id": principal.tenant_id, "heartbeat_s": cfg.heartbeat_s,
+    conn.say({"type": "hello", "tenant_id": tenant_id, "heartbeat_s": cfg.heartbeat_s,
               "max_message_bytes": cfg.max_ws_message_bytes})
     receiver = asyncio.create_task(conn.receive_loop())
     conn.sender = asyncio.create_task(conn.send_loop())
     watch = asyncio.create_task(_watch_token(verifier, token, cfg.token_recheck_s))
+    dog = asyncio.create_task(conn.watchdog())
     try:
-        await asyncio.wait({receiver, conn.sender, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({receiver, conn.sender, watch, dog}, return_when=asyncio.FIRST_COMPLETED)
+        sender_err = conn.sender.exception() if conn.sender.done() and not conn.sender.cancelled() else None
         if watch.done() and not watch.cancelled() and watch.exception() is None:
             conn.close_code, conn.close_reason = 4401, "token revoked or expired"
         elif conn.client.overflowed:
-            conn.close_code, conn.close_reason = 4008, f"slow consumer: more than {cfg.client_queue_max} events queued"
+            conn.close_code, conn.close_reason = 4008, (f"slow consumer: more than {cfg.client_queue_max} events "
+                                                        f"or {cfg.client_queue_max_bytes} bytes queued")
+        elif dog.done() or isinstance(sender_err, TimeoutError):
+            conn.close_code, conn.close_reason = 4008, "not reading: socket full"
         elif receiver.done() and not receiver.cancelled() and isinstance(receiver.exception(), ProtocolViolation):
             exc = receiver.exception()
             assert isinstance(exc, ProtocolViolation)
@@ -302,19 +375,28 @@ async def dashboard_ws(ws: WebSocket) -> None:
         for task in (receiver, conn.sender):
             if task.done() and not task.cancelled():
                 err = task.exception()
-                if err is not None and not isinstance(err, ProtocolViolation | WebSocketDisconnect | OSError):
+                if err is not None and not isinstance(err, ProtocolViolation | WebSocketDisconnect | OSError
+                                                      | TimeoutError):
                     log.error("websocket task failed", exc_info=err)
                     conn.close_code, conn.close_reason = 1011, "internal error"
     finally:
         hub.detach(conn.client)
         app_state.connections.discard(conn)
         WS_CLIENTS.dec()
-        for task in (receiver, conn.sender, watch):
+        for task in (receiver, conn.sender, watch, dog):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError, RuntimeError):
-            await asyncio.gather(receiver, conn.sender, watch, return_exceptions=True)
+            await asyncio.gather(receiver, conn.sender, watch, dog, return_exceptions=True)
         if ws.application_state != WebSocketState.DISCONNECTED and ws.client_state != WebSocketState.DISCONNECTED:
             if conn.close_code != 1000:
                 WS_CLOSED.labels(str(conn.close_code)).inc()
+            closed = False
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
-                await asyncio.wait_for(ws.close(conn.close_code, conn.close_reason), 2.0)
+                await asyncio.wait_for(ws.close(conn.close_code, conn.close_reason), CLOSE_WAIT_S)
+                closed = True
+            if conn.raw is not None and (not closed or conn.close_code == 4008):
+                # A client that does not read cannot take the close frame either: drop the TCP connection
+                # (with what is buffered for it) once the close frame had CLOSE_WAIT_S to go out.
+                if closed and not conn.raw.is_writable():
+                    await asyncio.sleep(CLOSE_WAIT_S)
+                conn.raw.abort_if_stuck()

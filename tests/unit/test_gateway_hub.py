@@ -23,7 +23,8 @@ def jev(n: int, type_: str = "alert_created", partition: int = 0) -> FeedEvent:
 
 
 def ids(client: Client) -> list[str]:
-    return [e.event_id for e in client.queue]
+    """What the client's sender will send, in order: the replay, then the live queue."""
+    return [e.event_id for e in (*client.replay, *client.queue)]
 
 
 def test_ring_is_bounded_and_forgets_evicted_ids() -> None:
