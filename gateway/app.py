@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway import api, tickets_api
+from gateway import api, tickets_api, wall_api
 from gateway.cache import TTLCache
 from gateway.config import GatewayConfig
 from gateway.consumer import FeedConsumer
@@ -231,6 +231,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         Route(f"{PREFIX}/tickets/{{ticket_id}}", api.ticket_detail),
         Route(f"{PREFIX}/tickets/{{ticket_id}}/state", tickets_api.change_state, methods=["POST"]),
         Route(f"{PREFIX}/events/stats", api.event_stats),
+        *wall_api.routes(PREFIX),
         WebSocketRoute("/ws/noc/dashboard", dashboard_ws),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
