@@ -114,6 +114,7 @@ def _sink(args: argparse.Namespace) -> int:
     from infra.config import settings
     from sinks.routes import SUNK_TOPICS
     from sinks.worker import SinkConfig, run_sink
+    from sinks.writer import SinkFatal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = settings()
@@ -127,7 +128,11 @@ def _sink(args: argparse.Namespace) -> int:
                      max_idle_s=args.max_idle, metrics_port=args.metrics_port, run_migrations=not args.no_migrate,
                      instance_id=args.instance_id, publish=not args.no_publish, prune_every_s=args.prune_every,
                      retention_days=_keep(args.keep))
-    stats = run_sink(cfg)
+    try:
+        stats = run_sink(cfg)
+    except SinkFatal as exc:
+        logging.getLogger("noc.sink").error("stopping: %s", exc)
+        return 3
     print(json.dumps({"records": stats.records, "batches": stats.batches, "rows": stats.rows, "dead": stats.dead,
                       "feed": stats.feed, "db_retries": stats.db_retries, "seconds": round(stats.seconds, 2)}),
           flush=True)

@@ -3,6 +3,9 @@
 Partitions are ``<table>_pYYYYMMDD`` covering ``[day 00:00 UTC, next day 00:00 UTC)``. The sink creates the
 partitions a batch needs (and one day ahead) before it writes the batch, in its own short transaction
 under an advisory lock, so a record never meets a missing partition and concurrent workers never race.
+Only days that meet the input contract's time range (``schemas.contract``) get a partition: a row dated
+outside it is dead-lettered before it reaches here (:func:`partition_allowed`), so no producer-chosen time
+can make the sink create a partition for year 9999 (or fail computing its bounds).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
+from schemas.contract import time_in_range
+
 DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +64,25 @@ def bounds(day: date) -> tuple[datetime, datetime]:
     return lo, lo + timedelta(days=1)
 
 
+def creatable(day: date) -> bool:
+    """May the sink create a partition for ``day``: does the day meet the contract's time range?"""
+    start_ms = (day - _EPOCH).days * DAY_MS
+    return day < date.max and (time_in_range(start_ms) or time_in_range(start_ms + DAY_MS - 1))
+
+
+def partition_allowed(at: datetime) -> bool:
+    """Is ``at`` in a day the sink may create a partition for (see :func:`creatable`)?"""
+    return creatable(at.astimezone(UTC).date())
+
+
 def days_needed(times: Iterable[datetime], ahead: int = 1) -> set[date]:
-    """The UTC days covering ``times``, plus ``ahead`` days after the latest one (created before they are due)."""
-    days = {t.astimezone(UTC).date() for t in times}
+    """The UTC days covering ``times``, plus ``ahead`` days after the latest one (created before they are due);
+    only days that are :func:`creatable`."""
+    days = {d for d in (t.astimezone(UTC).date() for t in times) if creatable(d)}
     if days and ahead > 0:
         last = max(days)
-        days.update(last + timedelta(days=i) for i in range(1, ahead + 1))
+        # ``last`` is inside the contract's range, so the days after it are representable
+        days.update(d for d in (last + timedelta(days=i) for i in range(1, ahead + 1)) if creatable(d))
     return days
 
 
@@ -85,7 +104,10 @@ def expired(names: Iterable[str], table: str, retention_days: int, now: datetime
 
 
 class PartitionManager:
-    """Creates missing partitions; remembers those it has seen so a warm sink costs no round trip."""
+    """Creates missing partitions; remembers those it has seen so a warm sink costs no round trip.
+
+    ``known`` holds at most one name per (partitioned table, creatable day): bounded by the contract's range.
+    """
 
     def __init__(self) -> None:
         self.known: set[str] = set()

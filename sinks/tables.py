@@ -28,10 +28,13 @@ class TableSpec:
     partition_column: str | None = None
     key_index: tuple[int, ...] = field(init=False)
     rank_index: int | None = field(init=False)
+    partition_index: int = field(init=False)  # position of partition_column in a row (-1: not partitioned)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key_index", tuple(self.columns.index(k) for k in self.key))
         object.__setattr__(self, "rank_index", self.columns.index(self.newer) if self.newer else None)
+        object.__setattr__(self, "partition_index",
+                           self.columns.index(self.partition_column) if self.partition_column else -1)
 
     @property
     def temp(self) -> str:

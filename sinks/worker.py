@@ -30,17 +30,19 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from schemas.serde import encode
 from schemas.topics import topic as topic_name
 from sinks import metrics
+from sinks.admission import REFERENCE_CHECKED, Admission, SiteDirectory
 from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
 from sinks.migrate import connect, migrate
 from sinks.partitions import prune
 from sinks.routes import SUNK_TOPICS, Prepared, Raw, prepare
-from sinks.writer import Writer, WriteResult, write_batch
+from sinks.writer import SinkFatal, Writer, WriteResult, write_batch
 from streams.core.ids import tenant_key
 
 log = logging.getLogger("noc.sink")
 KAFKA_TIMEOUT_S = 10.0
 PAUSE_AFTER_S = 1.0  # a batch write taking longer than this pauses the partitions until it is done
 REVOKE_WAIT_S = 15.0  # how long a rebalance or shutdown waits for Postgres before dropping the batch
+REFUSED_ATTEMPTS = 5  # a batch Postgres refuses for a reason no record explains (permissions, a missing table)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class SinkConfig:
     publish: bool = True  # produce ticket_updated feed events and dead letters to Kafka
     prune_every_s: float | None = None  # drop partitions past retention this often (wall clock); None = never
     retention_days: dict[str, int] = field(default_factory=dict)  # per-table overrides of partitions.PARTITIONED
+    check_references: bool = True  # dead-letter inputs of tenants and sites ref.sites does not know (as the worker)
 
 
 @dataclass
@@ -88,6 +91,9 @@ class SinkWorker:
         self.inflight: tuple[Future[WriteResult | None], list[Raw]] | None = None
         self._give_up = threading.Event()
         self._short = {topic_name(s, cfg.namespace): s for s in cfg.topics}
+        self.sites = (SiteDirectory(cfg.bootstrap, cfg.namespace)
+                      if cfg.check_references and REFERENCE_CHECKED.intersection(cfg.topics) else None)
+        self.admit = Admission(self.sites.refs if self.sites is not None else None)
         conf: dict[str, Any] = {
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
@@ -113,6 +119,8 @@ class SinkWorker:
         if self.cfg.metrics_port:
             from prometheus_client import start_http_server
             start_http_server(self.cfg.metrics_port)
+        if self.sites is not None:
+            self.sites.load()
         self.consumer.subscribe(list(self._short), on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_record = time.monotonic()
         next_prune = time.monotonic()
@@ -149,6 +157,8 @@ class SinkWorker:
             self.pool.shutdown(wait=True)
             self.inflight = None
             self.consumer.close()
+            if self.sites is not None:
+                self.sites.close()
             if self.producer is not None:
                 self.producer.flush(KAFKA_TIMEOUT_S)
             self.writer.close()
@@ -184,7 +194,9 @@ class SinkWorker:
             return
         batch, self.buf = self.buf, []
         t = time.perf_counter()
-        prep = prepare(batch)
+        if self.sites is not None:
+            self.sites.poll()
+        prep = prepare(batch, admit=self.admit)
         self.stats.decode_s += time.perf_counter() - t
         self._complete()
         self.inflight = (self.pool.submit(self._write_with_retry, batch, prep), batch)
@@ -244,12 +256,19 @@ class SinkWorker:
         return True
 
     def _write_with_retry(self, batch: list[Raw], prep: Prepared) -> WriteResult | None:
-        """Runs in the writer thread: retry while Postgres is unreachable; None when told to give up."""
+        """Runs in the writer thread: retry while Postgres is unreachable; None when told to give up.
+
+        A record Postgres rejects never gets here (write_batch dead-letters it). An error that blames no
+        record (a permission, a missing table) is retried REFUSED_ATTEMPTS times, then SinkFatal stops the
+        process with the batch uncommitted."""
         attempt = 0
+        refused = 0
         while True:
             try:
                 with metrics.FLUSH.time():
                     return write_batch(self.writer, batch, prep)
+            except SinkFatal:
+                raise
             except psycopg.OperationalError as exc:
                 attempt += 1
                 self.stats.db_retries += 1
@@ -261,6 +280,18 @@ class SinkWorker:
                 log.warning("postgres unavailable, batch of %d waits (attempt %d, retry in %.1fs): %s", len(batch),
                             attempt, delay, first)
                 self._give_up.wait(delay)  # backoff between reconnects; returns early when told to give up
+            except psycopg.Error as exc:
+                refused += 1
+                self.writer.close()
+                if refused >= REFUSED_ATTEMPTS:
+                    raise SinkFatal(f"postgres refused a batch of {len(batch)} records {refused} times for a reason "
+                                    f"no record explains: {type(exc).__name__}: {exc}; stopping without committing "
+                                    "it") from exc
+                delay = self.cfg.backoff.delay(refused)
+                log.warning("postgres refused a batch of %d (attempt %d, retry in %.1fs): %s: %s", len(batch),
+                            refused, delay, type(exc).__name__, exc)
+                if self._give_up.wait(delay):
+                    return None
 
     def _publish(self, res: WriteResult) -> None:
         """Produce the batch's feed events and dead letters; retried until delivered (ids are stable)."""

@@ -3,11 +3,16 @@
 Partitions the batch needs are created first (short autocommit transactions). Ticket changes are applied
 record by record in the same transaction; refusals become dead letters. The caller publishes the returned
 feed events and commits Kafka offsets only after :meth:`Writer.write` returned (i.e. after the commit).
+
+:func:`write_batch` is what the worker calls: when Postgres rejects a record's data it bisects the batch
+to isolate that record as a dead letter and stores the rest; when even a dead letter cannot be stored it
+raises :class:`SinkFatal` (the process stops; nothing is skipped silently).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +21,10 @@ import psycopg
 from psycopg.types.json import set_json_dumps
 
 from sinks import map_feed
+from sinks.batching import Backoff
 from sinks.migrate import CONNECT_TIMEOUT_S
 from sinks.partitions import PartitionManager, days_needed
-from sinks.routes import Prepared, Raw, prepare
+from sinks.routes import Item, Prepared, Raw, prepare
 from sinks.tables import Row, TableSpec
 from sinks.tickets_store import apply_change, change_from_command, change_from_upstream
 
@@ -31,6 +37,15 @@ class WriteResult:
     dead: list[dict[str, Any]] = field(default_factory=list)  # dead letters written by this batch
     rows: dict[str, int] = field(default_factory=dict)  # rows sent per table spec
     seconds: float = 0.0
+    transactions: int = 1  # transactions committed for the batch (more when a rejected record was bisected out)
+
+    def add(self, other: WriteResult) -> None:
+        """Count ``other`` (a part of the same batch) into this result."""
+        self.feed += other.feed
+        self.dead += other.dead
+        for name, n in other.rows.items():
+            self.rows[name] = self.rows.get(name, 0) + n
+        self.transactions += other.transactions
 
 
 class Writer:
@@ -132,32 +147,109 @@ def _json_text(obj: Any) -> str:
     return obj if isinstance(obj, str) else orjson.dumps(obj).decode()
 
 
-def write_batch(writer: Writer, batch: list[Raw], prep: Prepared) -> WriteResult:
-    """Write a batch; if Postgres rejects its data (not its connection), isolate the culprit record by record.
+class SinkFatal(RuntimeError):
+    """The sink cannot go on without losing a record (e.g. a dead letter cannot be written): the process must
+    stop with this message, its batch uncommitted (redelivered to whoever runs next)."""
 
-    A record the database refuses (e.g. text JSONB cannot hold) becomes a DB_REJECTED dead letter and the
-    rest of the batch is stored; psycopg.OperationalError (database unreachable) still propagates.
+
+# SQLSTATE classes that blame the data of a row: 22 data exception (NUL in text, bad JSON escape, value out
+# of range), 23 integrity constraint violation, 54 program limit exceeded (an index row too large).
+RECORD_LEVEL_CLASSES = frozenset({"22", "23", "54"})
+DEAD_LETTER_ATTEMPTS = 5
+DEAD_LETTER_BACKOFF = Backoff(first_s=0.2, factor=2.0, max_s=2.0)
+
+
+def record_level(exc: BaseException) -> bool:
+    """Does ``exc`` blame some record of the batch rather than the database or the connection?
+
+    Postgres errors of a data class do; so do client-side errors without a SQLSTATE (a value no dumper takes)
+    and any other Python error raised while building or sending rows. A lost connection, a timeout, a
+    missing permission or table do not: retrying or stopping is right for those, not dead-lettering."""
+    if isinstance(exc, psycopg.Error):
+        if exc.sqlstate is not None:
+            return exc.sqlstate[:2] in RECORD_LEVEL_CLASSES
+        return not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return isinstance(exc, Exception)
+
+
+def write_batch(writer: Writer, batch: list[Raw], prep: Prepared,
+                sleep: Callable[[float], None] = time.sleep) -> WriteResult:
+    """Write a batch; if Postgres rejects some record's data, find it by bisection and dead-letter it.
+
+    The batch is split in halves, each written in its own transaction, recursively, until the rejected
+    record stands alone; it becomes a DB_REJECTED dead letter and every other record is stored. With one bad
+    record in n this costs about two writes of the batch and 2*log2(n) small transactions. A half that was
+    not tried because its sibling's failure already located the fault is split further without a try.
+    Errors that do not blame a record (:func:`record_level`) propagate: the caller retries the batch.
+    A dead letter that cannot be written is retried ``DEAD_LETTER_ATTEMPTS`` times, then :class:`SinkFatal`.
     """
+    items = prep.items if prep.items or not batch else prepare(batch).items
     try:
         return writer.write(prep)
-    except psycopg.OperationalError:
-        raise
-    except psycopg.Error:
-        pass
-    out = WriteResult()
-    t0 = time.perf_counter()
-    for raw in batch:
-        try:
-            res = writer.write(prepare([raw]))
-        except psycopg.OperationalError:
+    except Exception as exc:
+        if not record_level(exc):
             raise
-        except psycopg.Error as exc:
-            dead = map_feed.sink_dead_letter(raw.topic, raw.partition, raw.offset, "DB_REJECTED",
-                                             f"{type(exc).__name__}: {exc}", raw.key, raw.value, raw.timestamp)
-            res = writer.write(Prepared(dead=[dead], count=1))
-        out.feed += res.feed
-        out.dead += res.dead
-        for name, n in res.rows.items():
-            out.rows[name] = out.rows.get(name, 0) + n
+        first: BaseException = exc
+    out = WriteResult(transactions=0)
+    t0 = time.perf_counter()
+    _split(writer, items, first, True, out, sleep)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _split(writer: Writer, items: list[Item], failed: BaseException, tried: bool, out: WriteResult,
+           sleep: Callable[[float], None]) -> None:
+    """Store ``items``, known to hold a record Postgres rejects (``tried``: writing exactly them raised ``failed``)."""
+    if len(items) == 1:
+        if not tried:
+            err = _try(writer, items, out)
+            if err is None:
+                return
+            failed = err
+        _isolate(writer, items[0], failed, out, sleep)
+        return
+    mid = len(items) // 2
+    left, right = items[:mid], items[mid:]
+    err = _try(writer, left, out)
+    if err is None:  # the fault is in the right half: split it without writing it whole first
+        _split(writer, right, failed, False, out, sleep)
+        return
+    _split(writer, left, err, True, out, sleep)
+    err = _try(writer, right, out)
+    if err is not None:
+        _split(writer, right, err, True, out, sleep)
+
+
+def _try(writer: Writer, items: list[Item], out: WriteResult) -> BaseException | None:
+    """Write ``items`` in one transaction; the record-level error it raised, or None once stored."""
+    try:
+        res = writer.write(Prepared.of(items))
+    except Exception as exc:
+        if not record_level(exc):
+            raise
+        return exc
+    out.add(res)
+    return None
+
+
+def _isolate(writer: Writer, item: Item, exc: BaseException, out: WriteResult,
+             sleep: Callable[[float], None]) -> None:
+    """Store the dead letter of a record Postgres rejected (its original bytes), retrying a few times."""
+    raw = item.raw
+    dead = map_feed.sink_dead_letter(raw.topic, raw.partition, raw.offset, "DB_REJECTED",
+                                     f"{type(exc).__name__}: {exc}", raw.key, raw.value, raw.timestamp)
+    for attempt in range(1, DEAD_LETTER_ATTEMPTS + 1):
+        try:
+            out.add(writer.write(Prepared(dead=[dead], count=1)))
+            return
+        except psycopg.OperationalError as err:
+            if err.sqlstate is None:
+                raise  # the connection is gone: the caller retries the whole batch once it is back
+            last: BaseException = err
+        except Exception as err:  # noqa: BLE001 - any failure to store a dead letter is retried, then fatal
+            last = err
+        if attempt < DEAD_LETTER_ATTEMPTS:
+            sleep(DEAD_LETTER_BACKOFF.delay(attempt))
+    raise SinkFatal(f"cannot write the dead letter of {raw.topic} [{raw.partition}] @ {raw.offset} "
+                    f"(Postgres rejected the record: {type(exc).__name__}: {exc}) after {DEAD_LETTER_ATTEMPTS} "
+                    f"attempts: {type(last).__name__}: {last}; stopping without committing the batch") from last

@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from test_sink_records import activity
+from test_sink_records import activity, produce_sites
 
 from infra.config import REPO_ROOT, Settings, settings
 from infra.postgres_local import postgres_down, postgres_up
@@ -39,6 +39,7 @@ def _produce_activity(bootstrap: str, name: str, n: int, start: int = 0) -> None
     template = encode("activity_signal", activity(0) | {"event_id": "act-" + "0" * ID_WIDTH})
     marker = ("act-" + "0" * ID_WIDTH).encode()
     assert template.count(marker) == 1
+    produce_sites(bootstrap, name.split(".")[0], [(1, "s1")])
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 500_000})
     for i in range(start, start + n):
         value = template.replace(marker, f"act-{i:0{ID_WIDTH}d}".encode())

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from test_sink_records import SAMPLES, activity, ticket_command
+from test_sink_records import SAMPLES, activity, produce_sites, ticket_command
 
 from schemas.serde import DecodeError, decode, encode
 from schemas.topics import topic
@@ -25,6 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def _produce(bootstrap: str, items: list[tuple[str, bytes | None]]) -> None:
+    ns = items[0][0].split(".")[0] if items else ""
+    produce_sites(bootstrap, ns, [(1, "s1")])
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for name, value in items:
         p.produce(name, key=b"1:p1", value=value)

@@ -107,6 +107,25 @@ def dead_letter(i: int = 0) -> dict[str, Any]:
             "value": b"\x00\x01", "record_timestamp": T0}
 
 
+def site(tenant_id: int = 1, site_id: str = "s1") -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "site_id": site_id, "name": f"Site {site_id}", "timezone": "Europe/Amsterdam",
+            "lat": 52.1, "lon": 4.3, "geofence_radius_m": 150.0, "tours": [], "active": True, "updated_at": T0}
+
+
+def produce_sites(bootstrap: str, namespace: str, sites: list[tuple[int, str]]) -> None:
+    """Publish ``(tenant, site)`` pairs to ``<namespace>.ref.sites``: the tenants and sites the sink accepts."""
+    from confluent_kafka import Producer
+
+    from schemas.serde import encode
+    from schemas.topics import site_key, topic
+
+    p = Producer({"bootstrap.servers": bootstrap})
+    for tenant_id, site_id in sites:
+        p.produce(topic("ref.sites", namespace), key=site_key(tenant_id, site_id),
+                  value=encode("site", site(tenant_id, site_id)))
+    assert p.flush(30) == 0
+
+
 # topic short -> (stem, sample)
 SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "attendance": ("attendance_event", attendance()), "activity": ("activity_signal", activity()),
