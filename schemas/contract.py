@@ -15,8 +15,9 @@ Rules (see README "Input contract" for the per-topic table):
   ``FUTURE_EVENT``. There is no lower bound relative to the broker time (back-fills are legitimate).
 * **Ids** (``*_id``, ``device_id``, ``actor``, ``ticket_no``) and **codes** (``alert_type``, ``source``...):
   1 to ``MAX_ID_LEN`` (codes ``MAX_CODE_LEN``) characters of ``A-Z a-z 0-9 . _ - @ + ~ =`` -> else ``BAD_ID``
-  (``TOO_LONG`` when longer). ``:`` and ``|`` are excluded: they separate the parts of partition keys (``tenant:person``,
-  ``tenant:site:<id>``) and of state keys, so an id containing them could alias another key.
+  (``TOO_LONG`` when longer). ``:`` and ``|`` are excluded: they separate the parts of partition keys
+  (``tenant:person``, ``tenant:site:<id>``) and of state keys, so an id containing them could alias another
+  key; whitespace and control characters are excluded so that an id prints and compares as what it is.
 * **Free text** (``message``, ``title``...): at most its field's length, no control characters other
   than tab, newline and carriage return, no lone surrogates -> ``TOO_LONG`` / ``BAD_TEXT``.
 * **Numbers**: finite and inside their physical range (lat [-90, 90], lon [-180, 180], accuracy_m
@@ -41,6 +42,7 @@ __all__ = [
     "CONTRACT_REASONS",
     "FUTURE_EVENT",
     "INPUT_STEMS",
+    "MAX_CODE_LEN",
     "MAX_FUTURE_SKEW_MS",
     "MAX_ID_LEN",
     "MAX_TIME_MS",
@@ -50,6 +52,7 @@ __all__ = [
     "TOO_LONG",
     "Violation",
     "check",
+    "check_broker_time",
     "fields",
     "time_in_range",
 ]
@@ -374,12 +377,19 @@ def check(stem: str, record: Mapping[str, Any], broker_time_ms: int | None) -> V
         return Violation(OUT_OF_RANGE, "ends_at", f"ends_at {record['ends_at']} is before starts_at "
                                                   f"{record['starts_at']}")
     if broker_time_ms is not None:
-        limit = broker_time_ms + MAX_FUTURE_SKEW_MS
-        for name in _BROKER_TIMES.get(stem, ()):
-            at = record[name]
-            if at > limit:
-                return Violation(FUTURE_EVENT, name, f"{name} {at} is {at - broker_time_ms} ms after the record's "
-                                                     f"broker time {broker_time_ms} (allowed skew "
-                                                     f"{MAX_FUTURE_SKEW_MS} ms)")
+        return check_broker_time(stem, record, broker_time_ms)
+    return None
+
+
+def check_broker_time(stem: str, record: Mapping[str, Any], broker_time_ms: int) -> Violation | None:
+    """Only the broker-relative part of :func:`check` (FUTURE_EVENT), for a record :func:`check` passed with
+    ``broker_time_ms`` None: lets a consumer put its own checks (reference data) between the two."""
+    limit = broker_time_ms + MAX_FUTURE_SKEW_MS
+    for name in _BROKER_TIMES.get(stem, ()):
+        at = record[name]
+        if at > limit:
+            return Violation(FUTURE_EVENT, name, f"{name} {at} is {at - broker_time_ms} ms after the record's "
+                                                 f"broker time {broker_time_ms} (allowed skew "
+                                                 f"{MAX_FUTURE_SKEW_MS} ms)")
     return None
 

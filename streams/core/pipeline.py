@@ -8,8 +8,12 @@ Per partition ``p`` of the co-partitioned person-keyed inputs (attendance, activ
 audit-findings), state lives under keys ``"<p>|<kind>|<id>"`` so it can be written to changelog
 partition ``p`` and rebuilt per partition:
 
-* ``<p>|wm``: per-topic watermarks (max event time seen on that topic partition), the last processed
-  offset per topic (the *offset marker*) and the partition clock.
+* ``<p>|wm``: per-topic watermarks, the last processed offset per topic (the *offset marker*) and the
+  partition clock. A topic partition's watermark is the maximum over its accepted records of
+  ``min(event time, Kafka record timestamp)``: the record timestamp is bounded by the broker
+  (``message.timestamp.after.max.ms``), so no record, whatever its fields claim, moves a watermark (and so
+  the clock, and which later records are LATE) past the time the broker accepted it at. Legitimate
+  producers stamp a record at or after its event time, so for them this is the event time.
 * ``<p>|pend|<t>|<rank>|<id>``: records waiting for the clock (all four inputs).
 * ``<p>|win|<person>``: telemetry windows (``streams.core.windows.PersonWindows``).
 * ``<p>|ps|<person>`` / ``<p>|dev|<device>``: fraud feature state (``models.features``). Device state is
@@ -55,6 +59,7 @@ from models.features import (
     reference_view,
 )
 from models.scoring import ModelCache, score_records
+from schemas import contract
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import person_key
 from schemas.topics import topic as topic_name
@@ -68,7 +73,7 @@ from streams.core.validate import (
     ValidationConfig,
     dead_letter,
     dead_letter_for_decode_error,
-    validate,
+    validate_input,
 )
 from streams.core.windows import PersonWindows, WindowConfig
 
@@ -400,7 +405,7 @@ class Pipeline:
         ``highwater``: the end offsets the consumer knows for the sparse inputs (attendance, alerts,
         audit-findings) per (topic short, partition), None when not known yet; a sparse input with unread records
         holds its partition's clock back (omitted: nothing is held). No clock is read: FUTURE_EVENT is judged
-        against each record's ``received_at``.
+        against each record's Kafka timestamp (``Incoming.timestamp``) and its ``received_at``.
         Call ``result.commit()`` before the next call (after producing ``result.outs``)."""
         result = Result()
         by_partition: dict[int, list[Incoming]] = {}
@@ -450,7 +455,7 @@ class Pipeline:
                 component=self.config.component, key=inc.key, value=inc.value, record_timestamp=inc.timestamp),
                 err.reason)
             return True
-        verdict = validate(stem, record, self.refs.valid, record["received_at"], self._validation)
+        verdict = validate_input(stem, record, self.refs.valid, inc.timestamp, self._validation)
         if not verdict.ok:
             reason = verdict.reason or "INVALID"
             self._dead(res, self._letter(inc, ns, reason, verdict.detail), reason)
@@ -463,8 +468,9 @@ class Pipeline:
                      f"partition (grace {self.config.grace_ms} ms)"
             self._dead(res, self._letter(inc, ns, "LATE", detail), "LATE")
             return True
-        if topic_wm is None or t > topic_wm:
-            wm["wm"][inc.topic] = t
+        mark = t if t <= inc.timestamp else inc.timestamp  # see the module doc: bounded by the broker time
+        if topic_wm is None or mark > topic_wm:
+            wm["wm"][inc.topic] = mark
         if stem != "activity_signal":
             res.outs.extend(feed_events(stem, record))  # alert_created / finding_created: as they arrive
         key = _pend_key(p, t, RANK[stem], evidence_id(stem, record))
@@ -683,12 +689,15 @@ class Pipeline:
     # -- reference data ------------------------------------------------------------------------------
 
     def apply_reference(self, short: str, value: bytes | None) -> bool:
-        """Apply one ref-topic record; False when it does not decode (the edge dead-letters it)."""
+        """Apply one ref-topic record; False when it does not decode or is outside the input contract (then it is
+        not applied: the last valid version of the entity stays)."""
         if value is None:
             return True  # tombstones: keep the last known version (shifts and sites are referenced by history)
         try:
             stem, record = self.schemas.decode(value, expected=REF_STEMS[short])
         except DecodeError:
+            return False
+        if contract.check(stem, record, None) is not None:
             return False
         self.refs.apply(stem, record)
         return True

@@ -8,10 +8,17 @@ dead-lettered, because a worker restart would otherwise dead-letter good data fo
 reference topic takes to load. Edges that can, should read ``ref.sites`` to its end before starting the
 input agents; ``before_load="reject"`` dead-letters instead (reason UNKNOWN_SITE, detail says why).
 
-There is no clock here: FUTURE_EVENT compares the record's event time with a reference time the caller
-passes in. The pipeline passes the input's ``received_at`` (when the upstream system received it, by its own
-clock): an event that claims to have happened more than a day after it was received comes from a wrong device
-clock. Being a field of the record, the verdict is the same live and in a replay, whenever either runs.
+The input contract (:mod:`schemas.contract`) is applied here for the edges: :func:`validate_input` checks the
+record's fields against it, then reference data, then its event times against the record's *broker* time (its
+Kafka timestamp, which the broker bounds with ``message.timestamp.after.max.ms``): an event more than
+``MAX_FUTURE_SKEW_MS`` ahead of it is FUTURE_EVENT, whatever its ``received_at`` claims. A violation is dead-
+lettered with the contract's reason (OUT_OF_RANGE, TOO_LONG, BAD_ID, BAD_TEXT, FUTURE_EVENT) and the field
+named in the detail.
+
+There is no clock here: FUTURE_EVENT compares the record's event time with reference times the caller passes
+in, the broker time above and the input's ``received_at`` (when the upstream system received it, by its own
+clock: an event that claims to have happened more than a day after it was received comes from a wrong device
+clock). Both are stored with the record, so the verdict is the same live and in a replay, whenever either runs.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from schemas import contract
+from schemas.contract import CONTRACT_REASONS
 from schemas.serde import DecodeError
 from streams.core.ids import event_time, stable_id
 from streams.core.types import Out, Record
@@ -30,6 +39,8 @@ UNKNOWN_SITE = "UNKNOWN_SITE"
 FUTURE_EVENT = "FUTURE_EVENT"
 LATE = "LATE"
 DECODE_REASONS = frozenset({"MALFORMED", "UNKNOWN_SCHEMA", "WRONG_SCHEMA", "MISSING_FIELD"})
+# Every reason a consumed record can be dead-lettered with.
+REASONS = DECODE_REASONS | CONTRACT_REASONS | {UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT, LATE}
 # Reference data itself, and records stamped by nocstream, are not checked against reference data.
 UNCHECKED_STEMS = frozenset({"site", "person", "shift", "baseline", "model_event", "dead_letter"})
 
@@ -95,8 +106,11 @@ OK = Verdict(None)
 
 
 def validate(stem: str, record: Record, ref: ReferenceData, reference_time_ms: int,
-             config: ValidationConfig | None = None) -> Verdict:
-    """OK, or why the record must be dead-lettered: UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT (in that order)."""
+             config: ValidationConfig | None = None, *, broker_time_ms: int | None = None) -> Verdict:
+    """OK, or why the record must be dead-lettered: UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT (in that order).
+    ``broker_time_ms``: also FUTURE_EVENT when an input's event times lead it by more than the contract's
+    skew (checked before ``reference_time_ms``). Inputs go through :func:`validate_input`, which checks the
+    field domains first."""
     cfg = config or ValidationConfig()
     if stem not in UNCHECKED_STEMS:
         tenant_id, site_id = int(record["tenant_id"]), record.get("site_id")
@@ -108,6 +122,10 @@ def validate(stem: str, record: Record, ref: ReferenceData, reference_time_ms: i
             return Verdict(UNKNOWN_TENANT, f"tenant {tenant_id} is not in ref.sites")
         elif site_id is not None and not ref.knows_site(tenant_id, str(site_id)):
             return Verdict(UNKNOWN_SITE, f"site {site_id!r} is not a site of tenant {tenant_id}")
+    if broker_time_ms is not None:
+        bad = contract.check_broker_time(stem, record, broker_time_ms)
+        if bad is not None:
+            return Verdict(bad.reason, bad.detail)
     try:
         at = event_time(stem, record)
     except KeyError:
@@ -117,6 +135,24 @@ def validate(stem: str, record: Record, ref: ReferenceData, reference_time_ms: i
                                      f"{reference_time_ms} (received_at for inputs; allowed skew "
                                      f"{cfg.max_future_skew_ms} ms)")
     return OK
+
+
+def validate_input(stem: str, record: Record, ref: ReferenceData, broker_time_ms: int,
+                   config: ValidationConfig | None = None) -> Verdict:
+    """OK, or why a decoded input must be dead-lettered, in this order: the contract's field domains
+    (OUT_OF_RANGE, TOO_LONG, BAD_ID, BAD_TEXT), UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT against the record's
+    broker time ``broker_time_ms`` (its Kafka timestamp), FUTURE_EVENT against its ``received_at``."""
+    bad = contract.check(stem, record, None)
+    if bad is not None:
+        return Verdict(bad.reason, bad.detail)
+    return validate(stem, record, ref, int(record["received_at"]), config, broker_time_ms=broker_time_ms)
+
+
+def contract_verdict(stem: str, record: Record, broker_time_ms: int | None) -> Verdict:
+    """The contract alone (:func:`schemas.contract.check`) as a verdict: for records without reference data to
+    check (tickets; the reference records themselves, with ``broker_time_ms`` None)."""
+    bad = contract.check(stem, record, broker_time_ms)
+    return OK if bad is None else Verdict(bad.reason, bad.detail)
 
 
 def dead_letter_id(source_topic: str, partition: int, offset: int, component: str) -> str:

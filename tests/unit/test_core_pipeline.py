@@ -155,8 +155,9 @@ def test_uncommitted_results_leave_the_store_alone() -> None:
 
 
 def _one(pipe: Pipeline, store: DictStore, topic: str, partition: int, offset: int, value: bytes | None,
-         key: bytes = b"k") -> Result:
-    res = pipe.process(store, [Incoming(topic, partition, offset, key, value, 0)], "t")
+         key: bytes = b"k", timestamp: int = CFG.end) -> Result:
+    """One record, by default with the Kafka timestamp of the end of the simulated span (after every event)."""
+    res = pipe.process(store, [Incoming(topic, partition, offset, key, value, timestamp)], "t")
     res.commit()
     return res
 
@@ -186,21 +187,28 @@ def test_bad_input_goes_to_dead_letters_with_reason_and_bytes() -> None:
     assert res.late == 1
 
 
-def test_future_event_is_judged_by_received_at_not_a_clock() -> None:
-    """An event is FUTURE_EVENT when it claims to have happened more than a day after the upstream received it (a
-    wrong device clock), whatever today's date: the same verdict live and in a replay run any time later. An
-    event received as it happened is processed, even dated well after today (a simulation running ahead)."""
+def test_future_event_is_judged_by_broker_time_and_received_at_not_a_clock() -> None:
+    """FUTURE_EVENT: an event time more than the contract's skew after the record's Kafka timestamp (which the
+    broker bounds), or an event claiming to have happened more than a day after it was received (a wrong
+    device clock), whatever today's date: the same verdict live and in a replay run any time later. An event
+    stamped by the broker as it happened is processed, even dated well after today (a simulation running ahead)."""
     pipe, store = _pipeline(), DictStore()
     _run(pipe, store, [r for r in _world()[1] if r.partition == 0][:300])
     att = next(serde.decode(r.value) for r in _world()[1] if r.topic == "attendance" and r.partition == 0)
     ahead = 3_650 * 24 * HOUR_MS  # ten years after the simulated day
     wrong_clock = dict(att, event_id="wrong-clock", occurred_at=att["received_at"] + 25 * HOUR_MS)
-    res = _one(pipe, store, "attendance", 0, 200_000, serde.encode("attendance_event", wrong_clock))
+    res = _one(pipe, store, "attendance", 0, 200_000, serde.encode("attendance_event", wrong_clock),
+               timestamp=wrong_clock["occurred_at"])
     assert dict(res.dead_letters) == {"FUTURE_EVENT": 1}
     assert "received_at" in next(o.record["detail"] for o in res.outs if o.topic == "dead-letters")
-    in_step = dict(att, event_id="far-ahead", occurred_at=att["occurred_at"] + ahead,
-                   received_at=att["received_at"] + ahead)
-    res = _one(pipe, store, "attendance", 0, 200_001, serde.encode("attendance_event", in_step))
+    forged = dict(att, event_id="forged", occurred_at=att["occurred_at"] + ahead,
+                  received_at=att["received_at"] + ahead)
+    res = _one(pipe, store, "attendance", 0, 200_001, serde.encode("attendance_event", forged))
+    assert dict(res.dead_letters) == {"FUTURE_EVENT": 1}
+    assert "occurred_at" in next(o.record["detail"] for o in res.outs if o.topic == "dead-letters")
+    in_step = dict(forged, event_id="far-ahead")
+    res = _one(pipe, store, "attendance", 0, 200_002, serde.encode("attendance_event", in_step),
+               timestamp=in_step["occurred_at"])
     assert not res.dead_letters and res.processed["attendance"] == 1
 
 
