@@ -5,11 +5,17 @@
 * Parquet: pyarrow, with the Arrow schema derived from the Avro schema (:func:`arrow_schema`): types kept
   (long -> int64, int -> int32, float -> float32, double -> float64, boolean, string, bytes -> binary),
   ``["null", T]`` unions nullable, enums as strings, arrays as lists, records as structs, maps as maps,
-  Avro logical types as their Arrow equivalents. The Avro schema is also stored in the Parquet key-value
-  metadata (``avro.schema``), so the file says where it came from.
+  Avro logical types as their Arrow equivalents. Times are ``timestamp[ms, tz=UTC]``: the contracts carry
+  them as ``long`` fields documented as "UTC epoch ms" (or "milliseconds"), which :func:`is_epoch_ms` finds.
+  The Avro schema is also stored in the Parquet key-value metadata (``avro.schema``), so the file says where
+  it came from.
 
-Records are read with the current reader schema (older writer schemas are resolved), in a deterministic
-order (record timestamp, then partition, then offset). Undecodable records are skipped and counted.
+Each record is written once by its stable id (:mod:`streams.export_dedup`): the output topics are
+at-least-once, and a worker crash leaves some records in them twice. Revised records (incidents, baselines,
+reference data) are written at their latest revision, or, with ``revisions="all"``, once per revision (the
+revision field is a column). Records are read with the current reader schema (older writer schemas are
+resolved), in a deterministic order (record timestamp, then partition, then offset), twice: the first pass
+picks the records to keep, the second writes them. Undecodable records are skipped and counted.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import BY_SHORT, topic
-from streams.replay_io import PartitionReader, ReplayError, consumer, offset_range
-from streams.replay_merge import merge
+from streams.export_dedup import Picker, Revisions, identity_of
+from streams.replay_io import PartitionReader, ReplayError, Span, consumer, offset_range
+from streams.replay_merge import Item, merge
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -94,12 +101,22 @@ def arrow_type(avro: Any, named: dict[str, Any] | None = None, namespace: str = 
         fields = []
         for f in avro["fields"]:
             ft, fnull = arrow_type(f["type"], named, ns)
+            if is_epoch_ms(f):
+                ft = pa.timestamp("ms", tz="UTC")
             meta = {"doc": f["doc"]} if f.get("doc") else None
             fields.append(pa.field(f["name"], ft, nullable=fnull, metadata=meta))
         t = pa.struct(fields)
         _name(named, avro, ns, t)
         return t, False
     raise ExportError(f"unsupported Avro type {kind!r}")
+
+
+def is_epoch_ms(field: dict[str, Any]) -> bool:
+    """A ``long`` (or ``["null", "long"]``) field documented as UTC epoch milliseconds: a time."""
+    t = field["type"]
+    branches = [b for b in t if b != "null"] if isinstance(t, list) else [t]
+    doc = str(field.get("doc", "")).lower()
+    return branches == ["long"] and "epoch" in doc and ("epoch ms" in doc or "epoch milliseconds" in doc)
 
 
 def _name(named: dict[str, Any], avro: dict[str, Any], ns: str, t: pa.DataType) -> None:
@@ -155,19 +172,23 @@ def resolve_topic(name: str, namespace: str) -> str:
 class ExportReport:
     topic: str
     path: Path
-    records: int
-    skipped: int
+    records: int  # written: one per stable id (per revision with revisions="all")
+    skipped: int  # undecodable
     elapsed_s: float
+    read: int = 0  # records read in the range
+    duplicates: int = 0  # decodable records not written: repeats of a written id, or older revisions
 
 
 def export(bootstrap: str, namespace: str, topic_name: str, from_ms: int | None, to_ms: int | None, fmt: Format,
-           out: Path, progress: TextIO | None = sys.stderr) -> ExportReport:
-    """Write the records of ``topic_name`` timestamped in [from_ms, to_ms) to ``out``."""
+           out: Path, progress: TextIO | None = sys.stderr, revisions: Revisions = "latest") -> ExportReport:
+    """Write the records of ``topic_name`` timestamped in [from_ms, to_ms) to ``out``, each stable id once."""
     short = resolve_topic(topic_name, namespace)
     if from_ms is not None and to_ms is not None and to_ms <= from_ms:
         raise ExportError("--to must be after --from")
     if fmt not in ("parquet", "avro"):
         raise ExportError(f"unknown format {fmt!r}: parquet or avro")
+    if revisions not in ("latest", "all"):
+        raise ExportError(f"unknown revisions {revisions!r}: latest or all")
     full = topic(short, namespace)
     stem = BY_SHORT[short].schema
     store = SchemaStore()
@@ -183,24 +204,33 @@ def export(bootstrap: str, namespace: str, topic_name: str, from_ms: int | None,
     if total == 0:
         raise ExportError(f"no records in {full} between {_iso(from_ms)} and {_iso(to_ms)}")
     t0 = time.monotonic()
-    counts = {"records": 0, "skipped": 0}
+    bar = _Bar(progress, full, total)
+
+    picker = Picker(identity_of(short, revisions))
+    for item in _read(bootstrap, spans, bar, "1/2"):
+        try:
+            _, rec = store.decode(item.value, expected=stem)
+        except DecodeError:
+            picker.note(None)
+            continue
+        picker.note(rec)
+    keep = picker.keep()
+    read, skipped, kept = len(picker), picker.undecodable, int(keep.sum())
+    if kept == 0:
+        raise ExportError(f"none of the {skipped} records in {full} in that range decode as {stem}")
 
     def records() -> Iterator[dict[str, Any]]:
-        last = time.monotonic()
-        with PartitionReader(bootstrap, spans) as reader:
-            for item in merge(reader.iterators()):
-                try:
-                    _, rec = store.decode(item.value, expected=stem)
-                except DecodeError:
-                    counts["skipped"] += 1
-                    continue
-                counts["records"] += 1
-                yield rec
-                n = counts["records"] + counts["skipped"]
-                if progress is not None and n % 2048 == 0 and time.monotonic() - last > 0.5:
-                    last = time.monotonic()
-                    print(f"\rexport {full}: {n:,}/{total:,} records ({n / total * 100:5.1f}%)", end="",
-                          file=progress, flush=True)
+        seen = 0
+        for i, item in enumerate(_read(bootstrap, spans, bar, "2/2")):
+            seen = i + 1
+            if i >= read or not keep[i]:
+                continue
+            _, rec = store.decode(item.value, expected=stem)
+            if not picker.check(i, rec):
+                raise ExportError(f"{full} changed between the export's two passes (record {i}): try again")
+            yield rec
+        if seen != read:
+            raise ExportError(f"{full} changed between the export's two passes ({read:,} records, then {seen:,})")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
@@ -212,15 +242,32 @@ def export(bootstrap: str, namespace: str, topic_name: str, from_ms: int | None,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if counts["records"] == 0:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"none of the {counts['skipped']} records in {full} in that range decode as {stem}")
     tmp.replace(out)
-    rep = ExportReport(full, out, counts["records"], counts["skipped"], time.monotonic() - t0)
+    rep = ExportReport(full, out, kept, skipped, time.monotonic() - t0, read, read - skipped - kept)
     if progress is not None:
         print(f"\rexport {full}: {rep.records:,} records to {out} ({fmt}) in {rep.elapsed_s:.1f}s"
+              + (f"; {rep.duplicates:,} repeated ids or older revisions left out" if rep.duplicates else "")
               + (f"; {rep.skipped:,} undecodable skipped" if rep.skipped else ""), file=progress, flush=True)
     return rep
+
+
+class _Bar:
+    def __init__(self, out: TextIO | None, name: str, total: int) -> None:
+        self.out, self.name, self.total = out, name, total
+        self.last = time.monotonic()
+
+    def tick(self, n: int, phase: str) -> None:
+        if self.out is not None and n % 2048 == 0 and time.monotonic() - self.last > 0.5:
+            self.last = time.monotonic()
+            print(f"\rexport {self.name} (pass {phase}): {n:,}/{self.total:,} records "
+                  f"({n / self.total * 100:5.1f}%)", end="", file=self.out, flush=True)
+
+
+def _read(bootstrap: str, spans: list[Span], bar: _Bar, phase: str) -> Iterator[Item]:
+    with PartitionReader(bootstrap, spans) as reader:
+        for n, item in enumerate(merge(reader.iterators()), 1):
+            yield item
+            bar.tick(n, phase)
 
 
 def _write_avro(path: Path, parsed: dict[str, Any], recs: Iterator[dict[str, Any]]) -> None:

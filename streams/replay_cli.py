@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--from", dest="from_ms", type=_time, default=None, help="start (inclusive; default: beginning)")
     e.add_argument("--to", dest="to_ms", type=_time, default=None, help="end (exclusive; default: now)")
     e.add_argument("--format", choices=("parquet", "avro"), required=True)
+    e.add_argument("--revisions", choices=("latest", "all"), default="latest",
+                   help="revised records (incidents, baselines, reference data): the latest revision of each "
+                        "(default), or every revision once; either way each stable id is written once")
     e.add_argument("--namespace", default=s.namespace)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--bootstrap", default=s.bootstrap)
@@ -183,7 +186,8 @@ def export_handler(args: argparse.Namespace) -> int:
     from streams.replay_io import ReplayError
 
     try:
-        export(args.bootstrap, args.namespace, args.topic, args.from_ms, args.to_ms, args.format, args.out)
+        export(args.bootstrap, args.namespace, args.topic, args.from_ms, args.to_ms, args.format, args.out,
+               revisions=args.revisions)
     except ReplayError as exc:
         return _fail(str(exc))
     return 0

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.serde import SchemaStore
-from streams.export import ExportError, _write_parquet, arrow_schema, arrow_type, resolve_topic
+from streams.export import ExportError, _write_parquet, arrow_schema, arrow_type, is_epoch_ms, resolve_topic
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -90,13 +90,48 @@ def test_fraud_score_round_trip_through_parquet(tmp_path: Path) -> None:
     _write_parquet(out, _avsc("fraud_score"), iter([decoded, decoded]))
     table = pq.read_table(out)
     assert table.num_rows == 2
-    assert table.schema.field("occurred_at").type == pa.int64()
+    assert table.schema.field("occurred_at").type == pa.timestamp("ms", tz="UTC")
+    assert table.column("occurred_at").cast(pa.int64()).to_pylist() == [1_793_491_200_000] * 2
     assert table.schema.field("risk_level").type == pa.string()
     assert table.schema.field("shift_id").nullable
     row = table.to_pylist()[0]
     assert row["risk_level"] == "CRITICAL" and row["shift_id"] is None and row["reasons"][0]["feature"] == "f"
     assert math.isnan(row["features"][1])
     assert b"avro.schema" in (table.schema.metadata or {})
+
+
+def _time_fields(t: Any, path: str = "") -> set[str]:
+    found: set[str] = set()
+    if isinstance(t, pa.StructType):
+        for f in t:
+            found |= _time_fields(f.type, f"{path}.{f.name}" if path else f.name)
+    elif isinstance(t, pa.ListType):
+        found |= _time_fields(t.value_type, path + "[]")
+    elif isinstance(t, pa.TimestampType):
+        assert t.unit == "ms" and t.tz == "UTC", path
+        found.add(path)
+    return found
+
+
+def test_times_are_utc_millisecond_timestamps_in_every_contract() -> None:
+    want = {
+        "activity_signal": {"occurred_at", "received_at"}, "attendance_event": {"occurred_at", "received_at"},
+        "audit_finding": {"occurred_at", "received_at"}, "noc_alert": {"occurred_at", "received_at"},
+        "ticket": {"occurred_at", "received_at"}, "anomaly": {"window_start", "window_end"},
+        "signal_window": {"window_start", "window_end"}, "baseline": {"last_threshold_update", "updated_at"},
+        "correlated_incident": {"evidence[].occurred_at", "first_seen", "last_seen", "updated_at"},
+        "dead_letter": {"record_timestamp"}, "finding_escalation": {"escalated_at"}, "fraud_score": {"occurred_at"},
+        "label": {"occurred_at"}, "model_event": {"occurred_at"}, "noc_event": {"timestamp"},
+        "person": {"updated_at"}, "site": {"updated_at"}, "shift": {"starts_at", "ends_at", "updated_at"},
+        "ticket_command": {"issued_at"}}
+    got = {stem: _time_fields(pa.struct(list(arrow_schema(_avsc(stem))))) for stem in want}
+    assert got == want
+    assert sorted(p.stem for p in SCHEMAS.glob("*.avsc")) == sorted(want)
+    # counts and ids stay integers
+    assert arrow_schema(_avsc("baseline")).field("sample_count").type == pa.int64()
+    assert arrow_schema(_avsc("dead_letter")).field("offset").type == pa.int64()
+    assert not is_epoch_ms({"name": "x", "type": "string", "doc": "UTC epoch ms as text"})
+    assert is_epoch_ms({"name": "x", "type": ["null", "long"], "doc": "When, UTC epoch ms."})
 
 
 def test_resolve_topic() -> None:
