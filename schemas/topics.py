@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas.contract import BROKER_MAX_FUTURE_MS
+
 DAY_MS = 24 * 3600 * 1000
 LIVE_NAMESPACE = "noc"
 
@@ -35,6 +37,11 @@ class TopicSpec:
         cfg = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
         if self.cleanup_policy == "compact":
             cfg["min.cleanable.dirty.ratio"] = "0.1"
+        if self.kind == "input":
+            # The broker refuses a record stamped (CreateTime) further ahead of its own clock than this, so the
+            # record timestamp is a time no producer can push ahead; the worker bounds event time by it (see
+            # schemas/contract.py). No bound into the past (message.timestamp.before.max.ms): back-fills work.
+            cfg["message.timestamp.after.max.ms"] = str(BROKER_MAX_FUTURE_MS)
         return cfg
 
 
