@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--span", default="6h", help="simulated time to cover, e.g. 6h, 24h, 30d (default 6h)")
     p.add_argument("--start", default=None, help="simulated start, ISO time (default 2026-11-01T00:00Z)")
     p.add_argument("--rate", type=float, default=0, help="records per second to produce (default 0 = unlimited)")
+    p.add_argument("--live", action="store_true",
+                   help="produce each record once the clock reaches its time: a --start in the past is back-filled "
+                        "(at --rate) up to now, then the world carries on in real time; nothing is stamped in "
+                        "the future; the shifts under way at --start are simulated from there on)")
     p.add_argument("--tenants", type=int, default=2)
     p.add_argument("--sites", type=int, default=10, help="sites per tenant (default 10)")
     p.add_argument("--guards", type=int, default=8, help="guards per site (default 8)")
@@ -66,7 +70,8 @@ def handler(args: argparse.Namespace) -> int:
                         guards_per_site=args.guards,
                         start=parse_time(args.start) if args.start else DEFAULT_START_MS,
                         span=parse_duration(args.span), scenario_rate=args.scenario_rate,
-                        scenario_rates=dict(args.scenario), late_rate=args.late_rate, shift_labels=args.shift_labels)
+                        scenario_rates=dict(args.scenario), late_rate=args.late_rate, shift_labels=args.shift_labels,
+                        carry_in=args.live)
         cfg.validate()
     except ValueError as exc:
         print(f"noc simulate: {exc}", file=sys.stderr)
@@ -90,7 +95,7 @@ def handler(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         rep = simulate(cfg, bootstrap, namespace, rate=args.rate, bad_rate=args.bad_rate, timestamps=args.timestamps,
-                       max_events=args.max_events, flush_timeout_s=args.flush_timeout,
+                       max_events=args.max_events, flush_timeout_s=args.flush_timeout, live=args.live,
                        progress=None if args.quiet else sys.stderr, stop=lambda: stopping)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -62,6 +62,12 @@ class SimConfig:
     # check-in of such a shift that shows nothing yet is labelled is_fraud=False but keeps the scenario name
     # (a marker). "check_in": all three on the check-in (the earlier default); "check_in_and_out": on both.
     shift_labels: ShiftLabels = "observable"
+    # How frauds and look-alikes are drawn (simulator.variation): "standard" (the default, same bytes as
+    # ever), "randomised" (wide ranges; the fraud model's training world) or a held-out shifted one.
+    variation: str = "standard"
+    # Also simulate the shifts under way at ``start`` (their records from ``start`` on): a world started at any
+    # moment of the day has guards on duty from its first minute (a live demo resumed after a pause).
+    carry_in: bool = False
 
     @property
     def end(self) -> int:

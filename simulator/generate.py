@@ -218,11 +218,14 @@ class Simulation:
         pop = heapq.heappop
         counts = st.records
         fraud = st.fraud_labels
+        skip_before = cfg.start if cfg.carry_in else None  # records of shifts under way before the start
         for t, _prio, _n, run in tasks:
             if t >= end:
                 break
             while heap and heap[0][0] < t:
                 sr = pop(heap)[2]
+                if skip_before is not None and sr.at < skip_before:
+                    continue
                 counts[sr.topic] += 1
                 if sr.topic == "labels" and sr.record["scenario"] != "NONE":
                     (fraud if sr.record["is_fraud"] else st.deferred_labels)[sr.record["scenario"]] += 1
@@ -233,6 +236,8 @@ class Simulation:
             at, _, sr = pop(heap)
             if at >= end:
                 break
+            if skip_before is not None and at < skip_before:
+                continue
             counts[sr.topic] += 1
             if sr.topic == "labels" and sr.record["scenario"] != "NONE":
                 (fraud if sr.record["is_fraud"] else st.deferred_labels)[sr.record["scenario"]] += 1

@@ -5,6 +5,11 @@ back (``delivery.report.only.error``), so the hot loop pays nothing per success;
 per topic and the run fails if any delivery failed or a message is still queued when the final flush
 times out. Kafka record timestamps are the records' event times by default, so consumers can seek by
 event time (``offsets_for_times``).
+
+Live (``live=True``): a record is produced once the wall clock has reached both its stream time and its Kafka
+timestamp, so nothing produced is stamped in the future (brokers may reject such records:
+``message.timestamp.after.max.ms``). A world starting in the past is thus back-filled as fast as ``rate``
+allows up to now, and carries on in real time after that.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from schemas.topics import topic
@@ -45,6 +51,7 @@ class ProduceReport:
     elapsed_s: float = 0.0
     stopped: bool = False  # stopped early on request
     sim: SimStats | None = None
+    caught_up_s: float | None = None  # live: seconds from the start until the stream reached the wall clock
 
     @property
     def total(self) -> int:
@@ -106,8 +113,12 @@ def run(records: Iterable[SimRecord], bootstrap: str, namespace: str, *, rate: f
         bad_rate: float = 0.0, seed: int = 0, timestamps: Timestamps = "event", max_events: int = 0,
         flush_timeout_s: float = 60.0, progress: TextIO | None = sys.stderr,
         stop: Callable[[], bool] | None = None, extra_config: dict[str, Any] | None = None,
-        encoders_by_stem: dict[str, Encoder] | None = None) -> ProduceReport:
-    """Produce ``records``; returns the report (check ``report.ok``). ``rate`` 0 means as fast as possible."""
+        encoders_by_stem: dict[str, Encoder] | None = None, live: bool = False,
+        clock_ms: Callable[[], int] | None = None) -> ProduceReport:
+    """Produce ``records``; returns the report (check ``report.ok``). ``rate`` 0 means as fast as possible.
+
+    ``live``: hold each record until the wall clock (``clock_ms``, default the system clock in epoch ms) has
+    reached its stream time and its timestamp (see the module doc)."""
     from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
     rep = ProduceReport()
@@ -141,11 +152,15 @@ def run(records: Iterable[SimRecord], bootstrap: str, namespace: str, *, rate: f
     next_report = t0 + 1.0
     last_n, last_t = 0, t0
     n = 0
+    wall = clock_ms or _epoch_ms
     try:
         for sr in records:
             value = enc[sr.stem](sr.record)
             name = names[sr.topic]
             ts = (sr.record.get("occurred_at") or sr.record.get("updated_at") or sr.at) if use_event_time else 0
+            if live and not _wait_until(max(ts, sr.at), wall, poll, stop, rep, t0, progress):
+                rep.stopped = True
+                break
             while True:
                 try:
                     produce(name, value, sr.key, timestamp=ts)
@@ -172,7 +187,7 @@ def run(records: Iterable[SimRecord], bootstrap: str, namespace: str, *, rate: f
                         now = time.monotonic()
                 if now >= next_report:
                     if progress is not None:
-                        _progress(progress, now - t0, (n - last_n) / (now - last_t), rep)
+                        _progress(progress, now - t0, (n - last_n) / (now - last_t), rep, sr.at if live else None)
                     last_n, last_t = n, now
                     next_report = now + 1.0
                 if stop is not None and stop():
@@ -193,6 +208,30 @@ def run(records: Iterable[SimRecord], bootstrap: str, namespace: str, *, rate: f
     return rep
 
 
+def _epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _wait_until(due_ms: int, wall: Callable[[], int], poll: Callable[[float], int],
+                stop: Callable[[], bool] | None, rep: ProduceReport, t0: float, progress: TextIO | None) -> bool:
+    """Live pacing: return once the wall clock reaches ``due_ms`` (True), or False when asked to stop first.
+    Serves delivery reports while waiting; notes (and reports) the moment the back-fill reached the clock."""
+    now = wall()
+    if due_ms <= now:
+        return True
+    if rep.caught_up_s is None:
+        rep.caught_up_s = time.monotonic() - t0
+        if progress is not None:
+            print(f"caught up with the clock after {rep.total:,} records in {rep.caught_up_s:.1f}s; "
+                  f"producing in real time from now on", file=progress, flush=True)
+    while now < due_ms:
+        if stop is not None and stop():
+            return False
+        poll(min((due_ms - now) / 1000, 0.5))  # waits on the producer's events: the records' time has not come
+        now = wall()
+    return True
+
+
 def simulate(cfg: SimConfig, bootstrap: str, namespace: str, **kwargs: Any) -> ProduceReport:
     """Generate the world of ``cfg`` and produce it; ``kwargs`` go to :func:`run`."""
     sim = Simulation(cfg)
@@ -201,10 +240,11 @@ def simulate(cfg: SimConfig, bootstrap: str, namespace: str, **kwargs: Any) -> P
     return rep
 
 
-def _progress(out: TextIO, elapsed: float, rate: float, rep: ProduceReport) -> None:
+def _progress(out: TextIO, elapsed: float, rate: float, rep: ProduceReport, at: int | None = None) -> None:
     per = " ".join(f"{k}={v:,}" for k, v in sorted(rep.produced.items()))
     fail = f" FAILED={sum(rep.failed.values()):,}" if rep.failed else ""
-    print(f"[{elapsed:7.1f}s] {rate:>9,.0f} ev/s  total={rep.total:,}{fail}  {per}", file=out, flush=True)
+    when = "" if at is None else f"  simulated {datetime.fromtimestamp(at / 1000, UTC):%Y-%m-%d %H:%M}Z"
+    print(f"[{elapsed:7.1f}s] {rate:>9,.0f} ev/s  total={rep.total:,}{fail}{when}  {per}", file=out, flush=True)
 
 
 def summary(rep: ProduceReport, cfg: SimConfig, namespace: str, out: TextIO) -> None:

@@ -240,7 +240,8 @@ PRE_LEAD_MS = 3 * HOUR_MS  # a shift's events start at most this long before its
 
 
 def roster(world: World, cfg: SimConfig, rates: dict[str, float]) -> list[Group]:
-    """Every shift whose events fall inside the simulated span, grouped by site and start, in start order.
+    """Every shift whose events fall inside the simulated span (with ``carry_in``, also those under way at its
+    start), grouped by site and start, in start order.
 
     Scenarios are drawn here, per shift, in (start, shift id) order from one seeded stream, so the same
     prefix of shifts gets the same scenarios whatever the span. Shifts are published on the roster 24-48 h
@@ -255,9 +256,9 @@ def roster(world: World, cfg: SimConfig, rates: dict[str, float]) -> list[Group]
         while d <= last:
             for slot in (DAY, NIGHT):
                 starts = local_ms(d, SLOT_HOUR[slot], site.tz)
-                if starts - PRE_LEAD_MS < cfg.start or starts >= cfg.end:
-                    continue
                 ends = local_ms(d, 18, site.tz) if slot == DAY else local_ms(d + timedelta(days=1), 6, site.tz)
+                if (ends <= cfg.start if cfg.carry_in else starts - PRE_LEAD_MS < cfg.start) or starts >= cfg.end:
+                    continue
                 shifts = [ShiftSlot(f"shift-{g.person_id}-{d:%Y%m%d}{slot}", g, starts, ends, slot)
                           for g in site.guards if g.slot == slot and d.weekday() not in g.rest_days]
                 if shifts:

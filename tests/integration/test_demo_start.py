@@ -1,5 +1,6 @@
 """``noc demo`` run twice on one namespace continues the simulated time instead of replaying it (which the
-worker could only dead-letter as LATE); without an active fraud model it trains and activates one."""
+worker could only dead-letter as LATE), live and fast-forward; the live world back-fills up to now and stamps
+nothing in the future; without an active fraud model the demo trains and activates one."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli_demo import children, resume_start
+from infra.cli_demo import DAY_MS, MINUTE_MS, children, latest_activity, resume_start, simulator_args
 from models.registry import Registry
 from schemas import serde
-from simulator.config import HOUR_MS, SimConfig
+from simulator.config import HOUR_MS, SimConfig, parse_time
 from simulator.produce import simulate
 from streams.testkit import read_topic
 
@@ -34,9 +35,28 @@ def test_a_repeated_demo_simulates_from_the_day_after_the_latest_activity(kafka_
     # midnight after the last simulated activity, which lies within the simulated span
     assert at.hour == at.minute == 0 and end <= at
     assert (at - end).total_seconds() <= 2 * 86_400
-    args = argparse.Namespace(seed=42, rate=2000, span="30d", port=8080)
-    sim = dict(children(args, start))["simulator"]
+    # --fast: the fast-forward world resumes there, and ends at now at the latest
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    args = argparse.Namespace(seed=42, rate=None, span="30d", port=8080, fast=True, backfill="14d")
+    opts, _ = simulator_args(args, kafka_bootstrap, namespace, now_ms=now)
+    assert opts is not None and opts[opts.index("--start") + 1] == start
+    assert parse_time(start) + int(opts[opts.index("--span") + 1].removesuffix("ms")) == min(
+        parse_time(start) + 30 * DAY_MS, now)
+    sim = dict(children(args, opts))["simulator"]
     assert sim[sim.index("--start") + 1] == start
+    # live: the minute after the newest activity (it is older than the back-fill: from now - 14 days instead)
+    args.fast = False
+    latest = latest_activity(kafka_bootstrap, namespace)
+    assert latest is not None and latest < parse_time(start)
+    opts, _ = simulator_args(args, kafka_bootstrap, namespace, now_ms=now)
+    assert opts is not None and "--live" in opts
+    begin = parse_time(opts[opts.index("--start") + 1])
+    if latest > now - 14 * DAY_MS:
+        assert begin == (latest // MINUTE_MS + 1) * MINUTE_MS
+    else:
+        assert begin == (now - 14 * DAY_MS) // MINUTE_MS * MINUTE_MS
+    opts, _ = simulator_args(args, kafka_bootstrap, namespace, now_ms=latest + HOUR_MS)
+    assert opts is not None and parse_time(opts[opts.index("--start") + 1]) == (latest // MINUTE_MS + 1) * MINUTE_MS
 
 
 def test_the_demo_trains_and_activates_a_first_model_when_none_is_active(kafka_bootstrap: str, namespace: str,
@@ -44,7 +64,7 @@ def test_the_demo_trains_and_activates_a_first_model_when_none_is_active(kafka_b
                                                                          tmp_path: Path) -> None:
     dsn, _ = pg_schema
     args = argparse.Namespace(seed=42, rate=2000, span="30d", port=8080)
-    assert "trainer" not in dict(children(args))
+    assert "trainer" not in dict(children(args)) and "simulator" not in dict(children(args))
     cmd = dict(children(args, train=True))["trainer"]
     done = subprocess.run([*cmd, "--bootstrap", kafka_bootstrap, "--namespace", namespace, "--dsn", dsn],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "NOC_HOME": str(tmp_path)})
