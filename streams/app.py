@@ -34,13 +34,14 @@ from typing import Any
 
 import faust
 
+from infra.topics_admin import replication_for
 from models.reload import on_model_event
 from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import BY_SHORT, topic
 from streams.core.pipeline import Pipeline, PipelineConfig, References, Result
 from streams.core.types import Out
-from streams.core.validate import dead_letter_for_decode_error
+from streams.core.validate import contract_verdict, dead_letter_for_decode_error, dead_letter_for_verdict
 from streams.faust_acks import install as repair_duplicate_acks
 from streams.input_loop import InputLoop
 from streams.metrics import WorkerMetrics
@@ -105,7 +106,9 @@ class Worker:
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             topic_partitions=BY_SHORT["attendance"].partitions,
-            topic_replication_factor=1,
+            # Faust's own topics (its assignor's) replicated as the catalogue's are on this cluster.
+            topic_replication_factor=replication_for(s.bootstrap).replication_factor,
+            producer_acks=-1,  # acks=all; Faust's aiokafka producer has no idempotence setting
             topic_allow_declare=True,
             broker_commit_every=10_000,
             broker_commit_interval=1.0,
@@ -149,7 +152,7 @@ class Worker:
                 self.metrics.set_models(self.models.versions(), self.models.rules.model_version)
             return
         if not self.pipeline.apply_reference(short, value):
-            log.warning("undecodable record on %s (key %r) ignored", short, key)
+            log.warning("undecodable or out-of-contract record on %s (key %r) ignored", short, key)
 
     def load_references(self) -> int:
         n = self.ref_tail.load()
@@ -190,17 +193,24 @@ class Worker:
             for ev in events:
                 m = ev.message
                 self.metrics.events.labels("tickets").inc()
+                ts = round(m.timestamp * 1000)
                 try:
                     _, rec = self.schemas.decode(m.value, expected="ticket")
                 except DecodeError as err:
                     outs.append(dead_letter_for_decode_error(
                         err, source_topic=topic("tickets", ns), partition=m.partition, offset=m.offset,
-                        component=self.settings.component, key=m.key, value=m.value,
-                        record_timestamp=round(m.timestamp * 1000)))
+                        component=self.settings.component, key=m.key, value=m.value, record_timestamp=ts))
                     self.metrics.dead_letters.labels(err.reason).inc()
                     continue
+                verdict = contract_verdict("ticket", rec, ts)
+                if verdict.reason is not None:
+                    outs.append(dead_letter_for_verdict(
+                        verdict, source_topic=topic("tickets", ns), partition=m.partition, offset=m.offset,
+                        component=self.settings.component, key=m.key, value=m.value, record_timestamp=ts))
+                    self.metrics.dead_letters.labels(verdict.reason).inc()
+                    continue
                 # Baseline feedback only: the ticket sink emits ticket_updated once it accepted the change.
-                self.sites.ticket(rec)
+                self.sites.ticket(rec, ts)
             self.produce(self.sink, outs, wait=False)
             self.sink.deliver()  # the dead letters and the site feedback sent above, in one wait
 

@@ -38,7 +38,7 @@ from schemas.topics import LIVE_NAMESPACE, topic
 from streams.core.pipeline import INPUT_STEMS, SPARSE, DictStore, Incoming, Pipeline, PipelineConfig, References
 from streams.core.sites import SiteResult, SiteStage
 from streams.core.types import Out, Record
-from streams.core.validate import dead_letter_for_decode_error
+from streams.core.validate import contract_verdict, dead_letter_for_decode_error, dead_letter_for_verdict
 from streams.replay_config import ReplayConfig, as_dict
 from streams.replay_diff import Snapshot
 from streams.replay_io import PartitionReader, ReplayError, SandboxProducer, Span, check_sandbox, consumer, offset_range
@@ -387,9 +387,15 @@ def _ticket_outs(items: Iterable[Item], source: str, schemas: SchemaStore, ln: L
                 err, source_topic=topic("tickets", source), partition=item.partition, offset=item.offset,
                 component=COMPONENT, key=item.key, value=item.value, record_timestamp=item.timestamp))
             continue
+        verdict = contract_verdict("ticket", rec, item.timestamp)  # as the worker's tickets agent judges it
+        if verdict.reason is not None:
+            outs.append(dead_letter_for_verdict(
+                verdict, source_topic=topic("tickets", source), partition=item.partition, offset=item.offset,
+                component=COMPONENT, key=item.key, value=item.value, record_timestamp=item.timestamp))
+            continue
         if ln is not None and ln.sites is not None:
             res = SiteResult()
-            ln.sites.ticket(ln.site_store, 0, rec, res)
+            ln.sites.ticket(ln.site_store, 0, rec, res, item.timestamp)
             res.commit(ln.site_store)
             outs.extend(res.outs)
     return outs

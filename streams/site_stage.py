@@ -75,7 +75,8 @@ def request_retune(bootstrap: str, namespace: str, tenant_id: int | None = None,
     """Ask the site stage to retune now (every partition; ``at`` default: each partition's watermark)."""
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000, "message.timeout.ms": 30_000})
+    p = Producer({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000, "message.timeout.ms": 30_000,
+                  "acks": "all", "enable.idempotence": True})
     value = orjson.dumps({"k": "r", "tenant_id": tenant_id, "site_id": site_id, "at": at_ms})
     for q in range(SITE_PARTITIONS):
         p.produce(internal_topic(namespace), value, b"retune", partition=q)
@@ -127,9 +128,10 @@ class SiteEdge:
             for q in range(SITE_PARTITIONS):
                 send(self.name, b"clock", value, q)
 
-    def ticket(self, rec: Record) -> bool:
-        """Queue baseline feedback for a ticket that resolves an anomaly; True when one was queued."""
-        fb = ticket_feedback(rec)
+    def ticket(self, rec: Record, broker_time_ms: int | None = None) -> bool:
+        """Queue baseline feedback for a ticket that resolves an anomaly; True when one was queued.
+        ``broker_time_ms``: the ticket record's Kafka timestamp (bounds the feedback's time)."""
+        fb = ticket_feedback(rec, broker_time_ms)
         if fb is None:
             return False
         value = orjson.dumps({"k": "f", **fb})

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from schemas import contract
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
 from streams.batch_loop import LIBC
@@ -79,6 +80,10 @@ class SiteWorker:
             _, rec = self.schemas.decode(value, expected="site")
         except DecodeError as err:
             log.warning("undecodable ref.sites record (key %r) ignored: %s", key, err)
+            return
+        bad = contract.check("site", rec, None)
+        if bad is not None:  # the pipeline does not apply it either (Pipeline.apply_reference)
+            log.warning("out-of-contract ref.sites record (key %r) ignored: %s", key, bad.detail)
             return
         self.refs.sites[(int(rec["tenant_id"]), str(rec["site_id"]))] = rec
 

@@ -313,10 +313,11 @@ class SiteStage:
             res.counts["retuned_sites"] += 1
             self._touch(store, q, key, a, res)
 
-    def ticket(self, store: StateStore, q: int, ticket: Record, res: SiteResult) -> None:
+    def ticket(self, store: StateStore, q: int, ticket: Record, res: SiteResult,
+               broker_time_ms: int | None = None) -> None:
         """A ticket change: when it resolves an anomaly (``related_event_id``) as FALSE_POSITIVE or
-        FRAUD_CONFIRMED, that is review feedback for the anomaly's baseline."""
-        fb = ticket_feedback(ticket)
+        FRAUD_CONFIRMED, that is review feedback for the anomaly's baseline (see :func:`ticket_feedback`)."""
+        fb = ticket_feedback(ticket, broker_time_ms)
         if fb is not None:
             self.feedback(store, q, fb["tenant_id"], fb["site_id"], fb["anomaly_id"], fb["verdict"], fb["at"], res)
 
@@ -338,16 +339,22 @@ class SiteStage:
         return res
 
 
-def ticket_feedback(ticket: Record) -> dict[str, Any] | None:
+def ticket_feedback(ticket: Record, broker_time_ms: int | None = None) -> dict[str, Any] | None:
     """The baseline feedback a ticket carries, or None: resolved (RESOLVED/CLOSED) as FALSE_POSITIVE or
-    FRAUD_CONFIRMED with a ``related_event_id`` (taken as an anomaly id; other ids match no pending anomaly)."""
+    FRAUD_CONFIRMED with a ``related_event_id`` (taken as an anomaly id; other ids match no pending anomaly).
+    Its time ``at`` (the baseline's ``updated_at`` only moves forward) is the ticket's ``occurred_at``, at most
+    ``broker_time_ms`` (the record's Kafka timestamp) when given: a ticket stamped ahead moves it no further
+    than the time the broker accepted it."""
     if ticket.get("status") not in ("RESOLVED", "CLOSED") or not ticket.get("related_event_id"):
         return None
     verdict = verdict_from_resolution(ticket.get("resolution"))
     if verdict is None:
         return None
+    at = int(ticket["occurred_at"])
+    if broker_time_ms is not None and broker_time_ms < at:
+        at = broker_time_ms
     return {"tenant_id": int(ticket["tenant_id"]), "site_id": ticket.get("site_id"),
-            "anomaly_id": str(ticket["related_event_id"]), "verdict": verdict, "at": int(ticket["occurred_at"])}
+            "anomaly_id": str(ticket["related_event_id"]), "verdict": verdict, "at": at}
 
 
 __all__ = ["SiteAgg", "SiteConfig", "SiteResult", "SiteStage", "ticket_feedback"]
