@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 T0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
@@ -137,3 +138,63 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "dead-letters": ("dead_letter", dead_letter()), "ticket-commands": ("ticket_command", ticket_command()),
     "tickets": ("ticket", ticket("tk-1", "e-1", "NEW")),
 }
+
+
+# -- hostile records: each must end as exactly one dead letter with the reason given, and change nothing else --
+
+I63 = 2**63 - 1
+YEAR_9999 = 253_402_214_400_000  # 9999-12-31T00:00:00Z
+YEAR_0001 = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MB = 1_000_000  # below the broker's default message.max.bytes (1 MiB + 12) with the rest of the record
+
+
+def _big_id() -> str:
+    """1 MB that does not compress below Postgres' btree limit (~2.7 kB per index row)."""
+    import random
+
+    return random.Random(7).randbytes(MB // 2).hex()
+
+
+@functools.cache
+def hostile() -> list[tuple[str, str, bytes, str]]:
+    """``(name, topic short, value bytes, dead-letter reason)`` for records no sink run may store or stop on."""
+    from schemas.serde import encode
+
+    def enc(short: str, rec: dict[str, Any]) -> bytes:
+        return encode(SAMPLES[short][0], rec)
+
+    att, act = attendance(900), activity(900)
+    cases: list[tuple[str, str, dict[str, Any] | bytes, str]] = [
+        ("occurred_at 2^63-1", "activity", act | {"event_id": "h1", "occurred_at": I63}, "OUT_OF_RANGE"),
+        ("occurred_at -(2^63-1)", "activity", act | {"event_id": "h2", "occurred_at": -I63}, "OUT_OF_RANGE"),
+        ("received_at 2^63-1", "attendance", att | {"event_id": "h3", "received_at": I63}, "OUT_OF_RANGE"),
+        ("year 9999", "attendance", att | {"event_id": "h4", "occurred_at": YEAR_9999}, "OUT_OF_RANGE"),
+        ("year 0001", "attendance", att | {"event_id": "h5", "occurred_at": YEAR_0001}, "OUT_OF_RANGE"),
+        ("lat NaN", "attendance", att | {"event_id": "h6", "lat": float("nan")}, "OUT_OF_RANGE"),
+        ("accuracy inf", "activity", act | {"event_id": "h7", "accuracy_m": float("inf")}, "OUT_OF_RANGE"),
+        ("face score -inf", "attendance", att | {"event_id": "h8", "face_match_score": float("-inf")},
+         "OUT_OF_RANGE"),
+        ("1 MB message", "alerts", alert(900) | {"message": "m" * MB}, "TOO_LONG"),
+        ("1 MB event id", "activity", act | {"event_id": _big_id()}, "TOO_LONG"),
+        ("NUL in text", "audit-findings", finding(900) | {"evidence_summary": "a\x00b"}, "BAD_TEXT"),
+        ("NUL in id", "activity", act | {"event_id": "h9", "device_id": "d\x001"}, "BAD_ID"),
+        ("NUL in ticket title", "tickets", ticket("tk-h", "e-h", "NEW") | {"title": "t\x00"}, "BAD_TEXT"),
+        ("unknown tenant", "activity", act | {"event_id": "h10", "tenant_id": 99}, "UNKNOWN_TENANT"),
+        ("unknown tenant ticket", "tickets", ticket("tk-h2", "e-h2", "NEW") | {"tenant_id": 99},
+         "UNKNOWN_TENANT"),
+        ("unknown tenant label", "labels", label(900) | {"tenant_id": 99}, "UNKNOWN_TENANT"),
+        ("unknown site", "alerts", alert(901) | {"site_id": "nowhere"}, "UNKNOWN_SITE"),
+        ("event a year after receipt", "activity",
+         act | {"event_id": "h11", "received_at": T0 - 366 * DAY_MS}, "FUTURE_EVENT"),
+        ("not Avro", "attendance", b"\xc3\x01garbage", "MALFORMED"),
+        # Derived topics are outside the input contract: the sink's own guards and Postgres judge them.
+        ("window in year 9999", "signal-windows", window(900) | {"window_start": YEAR_9999}, "OUT_OF_RANGE"),
+        ("score at 2^63-1", "fraud-scores", fraud_score(900) | {"occurred_at": I63}, "UNMAPPABLE"),
+        ("NUL in incident title", "incidents", incident(900) | {"title": "x\x00y"}, "DB_REJECTED"),
+        ("NUL in JSONB", "events", noc_event(900, payload='{"a": "\\u0000"}'), "DB_REJECTED"),
+        ("1 MB anomaly id", "anomalies", anomaly(900) | {"anomaly_id": _big_id()}, "DB_REJECTED"),
+        ("command at 2^63-1", "ticket-commands", ticket_command(900) | {"issued_at": I63}, "DB_REJECTED"),
+        ("NUL in a dead letter", "dead-letters", dead_letter(900) | {"detail": "\x00"}, "DB_REJECTED"),
+    ]
+    return [(name, short, rec if isinstance(rec, bytes) else enc(short, rec), reason)
+            for name, short, rec, reason in cases]
