@@ -24,10 +24,30 @@ def admin(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
 
 
-def _replication(client: AdminClient) -> int:
-    # One broker locally; up to 3 replicas on a real cluster.
-    brokers = len(client.list_topics(timeout=TIMEOUT_S).brokers)
-    return max(1, min(3, brokers))
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """How a topic is replicated on a cluster of ``brokers``: three replicas from three brokers up, of which two
+    must have a write (``min.insync.replicas=2``, with the producers' ``acks=all``) and only an in-sync replica
+    may become leader (unclean election off). A single development broker keeps one replica and no extra configs."""
+
+    replication_factor: int
+    config: dict[str, str]
+
+
+def durability(brokers: int) -> Durability:
+    rf = max(1, min(3, brokers))
+    if rf < 2:
+        return Durability(rf, {})
+    return Durability(rf, {"min.insync.replicas": str(rf - 1), "unclean.leader.election.enable": "false"})
+
+
+def cluster_durability(client: AdminClient) -> Durability:
+    return durability(len(client.list_topics(timeout=TIMEOUT_S).brokers))
+
+
+def replication_for(bootstrap: str) -> Durability:
+    """The durability of topics created on this cluster (the worker's changelogs and internal topics too)."""
+    return cluster_durability(admin(bootstrap))
 
 
 def apply_topics(bootstrap: str, namespace: str = LIVE_NAMESPACE,
@@ -39,9 +59,10 @@ def apply_topics(bootstrap: str, namespace: str = LIVE_NAMESPACE,
     """
     client = admin(bootstrap)
     existing = client.list_topics(timeout=TIMEOUT_S).topics
-    rf = _replication(client)
+    dur = cluster_durability(client)
     wanted = {s.name(namespace): s for s in specs}
-    new = [NewTopic(name, num_partitions=s.partitions, replication_factor=rf, config=s.config())
+    new = [NewTopic(name, num_partitions=s.partitions, replication_factor=dur.replication_factor,
+                    config={**s.config(), **dur.config})
            for name, s in wanted.items() if name not in existing]
     created: list[str] = []
     if new:
@@ -59,7 +80,8 @@ def apply_topics(bootstrap: str, namespace: str = LIVE_NAMESPACE,
         for fut in client.create_partitions(list(grow.values()), request_timeout=TIMEOUT_S).values():
             fut.result(timeout=TIMEOUT_S)
     configs = [ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[
-        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in s.config().items()])
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in {**s.config(), **dur.config}.items()])
         for name, s in wanted.items() if name in existing]
     if configs:
         for fut in client.incremental_alter_configs(configs, request_timeout=TIMEOUT_S).values():

@@ -50,13 +50,15 @@ def ensure_topic(bootstrap: str, name: str, partitions: int, config: dict[str, s
     it first is fine."""
     from confluent_kafka.admin import NewTopic
 
-    from infra.topics_admin import admin
+    from infra.topics_admin import admin, cluster_durability
 
     client = admin(bootstrap)
     if name in client.list_topics(timeout=TIMEOUT_S).topics:
         return
-    futs = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)],
-                                request_timeout=TIMEOUT_S)
+    # Replicated like the catalogue's topics on a cluster (a changelog on one broker stops the worker with it).
+    dur = cluster_durability(client)
+    futs = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=dur.replication_factor,
+                                          config={**config, **dur.config})], request_timeout=TIMEOUT_S)
     for fut in futs.values():
         try:
             fut.result(timeout=TIMEOUT_S)

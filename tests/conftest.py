@@ -11,6 +11,7 @@ Unit tests request none of these, so they never start services.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import uuid
@@ -100,3 +101,49 @@ def pg_schema(pg_dsn: str) -> Iterator[tuple[str, str]]:
     yield f"{pg_dsn}{sep}options=-csearch_path%3D{schema}", schema
     with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private three-node KRaft cluster (``infra.kafka_cluster``) on free ports in a temporary directory, for
+    the fault tests that kill brokers; stopped at the end of the session. Yields its ``ClusterConfig``."""
+    import socket
+
+    from infra.config import settings
+    from infra.kafka_cluster import cluster_config, cluster_down, cluster_up
+    from infra.procs import InfraError
+
+    def free_run(n: int) -> int:
+        # n consecutive free ports (a node's port is port + i)
+        for _ in range(50):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                base = int(sock.getsockname()[1])
+            if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
+                return base
+        pytest.fail("no run of free ports for the test cluster")
+
+    s = settings()
+    brokers = free_run(3)
+    controllers = free_run(3)
+    while controllers in range(brokers - 2, brokers + 3):
+        controllers = free_run(3)
+    cfg = dataclasses.replace(cluster_config(s), root=tmp_path_factory.mktemp("kafka-cluster"), port=brokers,
+                              controller_port=controllers)
+    try:
+        cluster_up(cfg, jars_from=s, log=False)
+    except InfraError as exc:
+        pytest.fail(f"the three-node test cluster could not start: {exc}")
+    yield cfg
+    cluster_down(cfg)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
