@@ -41,6 +41,7 @@ from gateway.lag import poll_group_lag
 from gateway.metrics import FEED_UNKNOWN_TENANT
 from gateway.openapi import openapi_document
 from gateway.pool import SweepingPool
+from gateway.probes import healthz, readyz
 from gateway.tenants import KnownTenants
 from gateway.tokens import TokenVerifier, ensure_schema
 from gateway.wire import ExposeServerSend
@@ -216,6 +217,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     routes: list[Any] = [
         Route("/", index),
         Route("/health", health),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
         Route(f"{PREFIX}/telemetry/signals/site/{{site_id}}", api.site_signals),

@@ -32,10 +32,11 @@ from schemas.topics import topic as topic_name
 from sinks import metrics
 from sinks.admission import REFERENCE_CHECKED, Admission, SiteDirectory
 from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
+from sinks.health import SinkHealth
 from sinks.migrate import connect, migrate
 from sinks.partitions import prune
 from sinks.routes import SUNK_TOPICS, Prepared, Raw, prepare
-from sinks.writer import SinkFatal, Writer, WriteResult, write_batch
+from sinks.writer import SinkFatal, Writer, WriteResult, one_line, write_batch
 from streams.core.ids import tenant_key
 
 log = logging.getLogger("noc.sink")
@@ -87,6 +88,7 @@ class SinkWorker:
         self.buf: list[Raw] = []
         self.first_at = 0.0
         self.stopping = False
+        self.health = SinkHealth(cfg.dsn)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
         self.inflight: tuple[Future[WriteResult | None], list[Raw]] | None = None
         self._give_up = threading.Event()
@@ -116,9 +118,8 @@ class SinkWorker:
         t0 = time.monotonic()
         if self.cfg.run_migrations:
             migrate(self.cfg.dsn)
-        if self.cfg.metrics_port:
-            from prometheus_client import start_http_server
-            start_http_server(self.cfg.metrics_port)
+        if self.cfg.metrics_port:  # /metrics, /healthz, /readyz (sinks.health)
+            self.health.serve(self.cfg.metrics_port)
         if self.sites is not None:
             self.sites.load()
         self.consumer.subscribe(list(self._short), on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -126,6 +127,7 @@ class SinkWorker:
         next_prune = time.monotonic()
         try:
             while not self.stopping:
+                self.health.heartbeat.beat()
                 if self.cfg.prune_every_s is not None and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.cfg.prune_every_s
                     self._prune()
@@ -227,6 +229,7 @@ class SinkWorker:
                     res = fut.result(timeout=PAUSE_AFTER_S)
                     break
                 except FutureTimeout:
+                    self.health.heartbeat.beat()  # alive: waiting for Postgres on purpose
                     if not paused:  # Postgres is slow or down: stop fetching (librdkafka's prefetch too)
                         paused = self._pause(True)
                     if give_up_after_s is not None and time.perf_counter() - t >= give_up_after_s:
@@ -285,11 +288,10 @@ class SinkWorker:
                 self.writer.close()
                 if refused >= REFUSED_ATTEMPTS:
                     raise SinkFatal(f"postgres refused a batch of {len(batch)} records {refused} times for a reason "
-                                    f"no record explains: {type(exc).__name__}: {exc}; stopping without committing "
-                                    "it") from exc
+                                    f"no record explains: {one_line(exc)}; stopping without committing it") from exc
                 delay = self.cfg.backoff.delay(refused)
-                log.warning("postgres refused a batch of %d (attempt %d, retry in %.1fs): %s: %s", len(batch),
-                            refused, delay, type(exc).__name__, exc)
+                log.warning("postgres refused a batch of %d (attempt %d, retry in %.1fs): %s", len(batch),
+                            refused, delay, one_line(exc))
                 if self._give_up.wait(delay):
                     return None
 
@@ -357,9 +359,11 @@ class SinkWorker:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned: %d", len(partitions))
+        self.health.assigned = True
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked (%d): flushing the batch first", len(partitions))
+        self.health.assigned = False
         self.drain(give_up_after_s=REVOKE_WAIT_S)
 
     def _on_stats(self, stats_json: str) -> None:

@@ -251,5 +251,11 @@ def _isolate(writer: Writer, item: Item, exc: BaseException, out: WriteResult,
         if attempt < DEAD_LETTER_ATTEMPTS:
             sleep(DEAD_LETTER_BACKOFF.delay(attempt))
     raise SinkFatal(f"cannot write the dead letter of {raw.topic} [{raw.partition}] @ {raw.offset} "
-                    f"(Postgres rejected the record: {type(exc).__name__}: {exc}) after {DEAD_LETTER_ATTEMPTS} "
-                    f"attempts: {type(last).__name__}: {last}; stopping without committing the batch") from last
+                    f"(Postgres rejected the record: {one_line(exc)}) after {DEAD_LETTER_ATTEMPTS} attempts: "
+                    f"{one_line(last)}; stopping without committing the batch") from last
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (Postgres adds DETAIL and CONTEXT lines quoting the row)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
