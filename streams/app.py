@@ -43,6 +43,7 @@ from streams.core.pipeline import Pipeline, PipelineConfig, References, Result
 from streams.core.types import Out
 from streams.core.validate import contract_verdict, dead_letter_for_decode_error, dead_letter_for_verdict
 from streams.faust_acks import install as repair_duplicate_acks
+from streams.health import serve_worker_probes
 from streams.input_loop import InputLoop
 from streams.metrics import WorkerMetrics
 from streams.producer import OUTPUT_TOPICS, Sink, send_outputs
@@ -245,10 +246,13 @@ def run(settings: WorkerSettings) -> int:
     worker = Worker(settings)
     n = worker.load_references()
     log.info("reference data loaded: %d records", n)
-    if settings.metrics_port:
-        worker.metrics.serve(settings.metrics_port)
     fw = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    site_process = None
+    site_process: SiteProcess | None = None
+    if settings.metrics_port:  # /metrics, /healthz and /readyz (streams.health)
+        serve_worker_probes(settings.metrics_port, worker.metrics.registry, worker.inputs, lambda: True,
+                            None if settings.stage != "all" else
+                            lambda: site_process is not None and site_process.proc is not None
+                            and site_process.proc.poll() is None)
     if settings.stage == "all":
         s = settings
         site_process = SiteProcess(

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from infra.probes import Heartbeat
 from schemas.topics import PERSON_PARTITIONS
 from streams.gc_policy import FREEZER
 
@@ -220,6 +221,9 @@ class BatchLoop:
         self.batch: list[Any] = []
         self.batch_started = 0.0
         self.stopping = threading.Event()
+        # Probes (streams.health): the loop beats each time round; ready once an assignment is restored.
+        self.heartbeat = Heartbeat()
+        self.ready = False
         self.thread = threading.Thread(target=self._run, name=f"noc-{self.name}", daemon=True)
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap,
@@ -296,6 +300,7 @@ class BatchLoop:
         try:
             last_tick = time.monotonic()
             while not self.stopping.is_set():
+                self.heartbeat.beat()
                 msgs = self.consumer.consume(self.batch_size, timeout=0.05)
                 now = time.monotonic()
                 for m in msgs:
@@ -337,8 +342,13 @@ class BatchLoop:
         self.store.drop(gone)
         self.forget(gone | set(new))
         t0 = time.perf_counter()
-        n = self.store.restore(self.bootstrap, new)
+        self.heartbeat.busy = f"restoring partitions {new} from the changelog"
+        try:
+            n = self.store.restore(self.bootstrap, new)
+        finally:
+            self.heartbeat.busy = None
         self.assigned = numbers
+        self.ready = True
         log.info("%s: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
                  self.name, sorted(numbers), len(new), n, time.perf_counter() - t0)
         self.took(consumer, partitions)
@@ -347,11 +357,13 @@ class BatchLoop:
         if self.batch:
             self._process()  # finish and commit what is in hand while the partitions are still ours
         self._commit()
+        self.ready = False
         self.release()
         log.info("%s: partitions revoked (%d topic partitions)", self.name, len(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.warning("%s: assignment lost; dropping an uncommitted batch of %d records", self.name, len(self.batch))
+        self.ready = False
         self.batch.clear()
         self.uncommitted.clear()
         self.unflushed = 0

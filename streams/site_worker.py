@@ -28,6 +28,7 @@ from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
 from streams.batch_loop import LIBC
 from streams.core.types import Out, Record
+from streams.health import serve_worker_probes
 from streams.metrics import WorkerMetrics
 from streams.producer import OUTPUT_TOPICS, Sink, send_outputs
 from streams.refs import RefTail
@@ -103,8 +104,8 @@ class SiteWorker:
         port = self.settings.metrics_port
         if not port:
             return
-        try:
-            self.metrics.serve(port)
+        try:  # /metrics, /healthz and /readyz (streams.health)
+            serve_worker_probes(port, self.metrics.registry, self.edge.loop, lambda: True)
         except OSError as exc:  # the stage runs on; its metrics are not worth a crash loop of the worker
             log.error("site stage: metrics not served on port %d: %s", port, exc)
 
