@@ -3,8 +3,8 @@
 Sites are reference data on a compacted Kafka topic (one partition, keyed by tenant and site); Postgres has
 no table of them. :class:`SiteDirectory` reads the whole topic in a worker thread when asked and its copy is
 older than ``ttl_s``; concurrent callers share one read. A record that does not decode, or whose coordinates,
-radius or time zone are unusable, is left out (counted in ``rejected``), so one bad record costs one site,
-never the wall.
+radius or time zone are unusable, is skipped (counted in ``rejected``): a site keeps its last usable version,
+and a bad record never costs more than its own site.
 """
 
 from __future__ import annotations
@@ -126,9 +126,8 @@ class SiteDirectory:
                         rejected += 1
                         continue
                     site = parse_site(rec)
-                    if site is None:
+                    if site is None:  # the key's last usable version, if any, stays
                         rejected += 1
-                        by_key.pop(key, None)
                         continue
                     by_key[key] = site
         finally:
