@@ -221,7 +221,7 @@ def _enum(*symbols: str) -> _Check:
     allowed = frozenset(symbols)
 
     def check_enum(name: str, v: Any) -> Violation | None:
-        if v not in allowed:
+        if not isinstance(v, str) or v not in allowed:
             return Violation(OUT_OF_RANGE, name, f"{name} {_short(v)} is not one of {sorted(allowed)}")
         return None
     _KIND[check_enum] = ("enum", allowed)
