@@ -40,6 +40,8 @@ from simulator.scenarios import (
     plan_legit,
     share_device,
 )
+from simulator.variation import apply_varied, vary_legit
+from simulator.variation import variation as named_variation
 from simulator.world import M_PER_DEG_LAT, PRE_LEAD_MS, Group, Guard, ShiftSlot, Site, World, build_world, roster, zone
 
 Record = dict[str, Any]
@@ -149,6 +151,9 @@ TICKET_TITLES = {
     "LOW_FACE": "Face match below threshold", "IMPOSSIBLE_TRAVEL": "Implausible travel before check-in",
     "GHOST_SHIFT": "No activity after check-in", "MISSED_TOUR": "Tour checkpoints missed",
     "LATE_ARRIVAL": "Late arrival", "LATE": "Late arrival",
+    "DRIFTING_GPS": "Check-in outside the geofence", "PRECISE_GPS": "Mock location on check-in",
+    "FAST_COMMUTE": "Implausible travel before check-in", "TEAM_PHONE": "Check-in on another person's device",
+    "NO_SHIFT_ID": "Check-in without a scheduled shift",
 }
 TICKET_PRIORITY = {"GHOST_SHIFT": "URGENT", "BUDDY_PUNCHING": "HIGH", "GPS_SPOOFING": "HIGH",
                    "IMPOSSIBLE_TRAVEL": "HIGH", "OFF_GEOFENCE": "MEDIUM", "MISSED_TOUR": "MEDIUM"}
@@ -168,6 +173,9 @@ class Simulation:
         self._keys: dict[tuple[int, str], bytes] = {}
         self._by_site: dict[str, list[Group]] = {}
         self._buddy_debt = 0
+        self._variation = named_variation(cfg.variation)
+        # Legit-but-suspicious check-ins by event id -> their kind (for per-look-alike evaluation).
+        self.lookalikes: dict[str, str] = {}
 
     def __iter__(self) -> Iterator[SimRecord]:
         return self._run()
@@ -389,12 +397,22 @@ class Simulation:
     def _group(self, group: Group) -> None:
         cfg = self.cfg
         hard = cfg.hard_negatives
+        var = self._variation
         plans: list[Plan] = []
+        vrng: dict[int, random.Random] = {}
         for s in group.shifts:
             if s.cancelled:
                 self.stats.cancelled += 1
                 continue
-            plans.append(plan_legit(s, random.Random(f"nocstream-shift:{cfg.seed}:{s.shift_id}"), hard))
+            rng = random.Random(f"nocstream-shift:{cfg.seed}:{s.shift_id}")
+            if var is None:
+                plans.append(plan_legit(s, rng, hard))
+                continue
+            # A variation draws its own look-alikes (and, below, its frauds) from a stream of its own.
+            p = plan_legit(s, rng, 0.0)
+            vrng[id(p)] = vr = random.Random(f"nocstream-vary:{var.name}:{cfg.seed}:{s.shift_id}")
+            vary_legit(p, var, vr, hard)
+            plans.append(p)
         legit = [p for p in plans if p.slot.scenario == "NONE"]
         grng = random.Random(f"nocstream-group:{cfg.seed}:{group.site.site_id}:{group.starts_at}")
         # Borrowed phones (legit, rare): the colleague checks in first, then lends the phone.
@@ -421,8 +439,10 @@ class Simulation:
                 cands = [o for o in legit if kinds[id(o)] == "NONE" and o.check_out is not None
                          and o.suspicious != "SHARED_DEVICE"]
                 buddy = grng.choice(cands) if cands else None
-            if not apply_scenario(p, kind, buddy if kind == "BUDDY_PUNCHING" else None,
-                                  ghost_checks_out=cfg.shift_labels == "observable"):
+            mate = buddy if kind == "BUDDY_PUNCHING" else None
+            ghost_out = cfg.shift_labels == "observable"
+            if not (apply_scenario(p, kind, mate, ghost_checks_out=ghost_out) if var is None
+                    else apply_varied(p, kind, mate, var, vrng[id(p)], ghost_out)):
                 self.stats.fallbacks[kind] += 1
                 self._buddy_debt += 1
         self.stats.shifts += len(plans)
@@ -452,6 +472,8 @@ class Simulation:
             co.fraud, co.scenario = True, p.scenario
             ci.fraud = p.scenario == "GHOST_SHIFT" and p.slot.roster_state != PUBLISHED
         self._punch(p, key, ci, "CHECK_IN", klat, klon)
+        if p.suspicious and p.scenario == "NONE":
+            self.lookalikes[ci.event_id] = p.suspicious
         if p.style != NONE:
             self._patrol(p, key, klat, klon)
         if co is not None:
@@ -527,7 +549,8 @@ class Simulation:
         arrive_end = a + round(p.arrive_min * MINUTE_MS)
         act = self._activity
         slat, slon = site.lat, site.lon
-        quality = g.gps_quality
+        quality = g.gps_quality if p.gps_quality is None else p.gps_quality
+        sleep = p.sleep
 
         def off(t: int) -> bool:
             for g0, g1 in gaps:
@@ -547,13 +570,14 @@ class Simulation:
                         t = r
                         for cp in tour.checkpoints:
                             t += round(rng.uniform(1.0, 3.5) * MINUTE_MS)
-                            if rng.random() < p.tour_completion and not off(t):
+                            if rng.random() < p.tour_completion and not off(t) \
+                                    and not (sleep and sleep[0] <= t < sleep[1]):
                                 scans.append((t, tour.tour_id, cp))
                     r += iv + round(rng.gauss(0, 3 * MINUTE_MS))
             scans.sort(key=lambda s: s[0])
         for t, tour_id, cp in scans:
             if style == SPOOFED:
-                acc = perfect_accuracy(rng)
+                acc = _spoof_acc(p, rng)
                 n, e, mock = cp.north_m + rng.gauss(0, 1), cp.east_m + rng.gauss(0, 1), p.spoof_mock
             else:
                 acc = gps_accuracy(rng, quality)
@@ -604,11 +628,11 @@ class Simulation:
             last = t
             mock = False
             if style == SPOOFED:
-                if rng.random() < 0.15 and home is not None:  # the real position leaks through: a teleport
+                if rng.random() < p.leak and home is not None:  # the real position leaks through: a teleport
                     acc = gps_accuracy(rng, quality)
                     tn, te = home[0] + rng.gauss(0, acc * 0.5), home[1] + rng.gauss(0, acc * 0.5)
                 else:
-                    acc = perfect_accuracy(rng)
+                    acc = _spoof_acc(p, rng)
                     tn, te, mock = post_n + rng.gauss(0, 1), post_e + rng.gauss(0, 1), p.spoof_mock
             elif rng.random() < 0.004:  # a cell-tower fix
                 acc = round(rng.uniform(300, 1500), 1)
@@ -631,10 +655,17 @@ class Simulation:
         if p.tasks and style != AWAY:
             t = max(a, arrive_end) + round(rng.uniform(30, 120) * MINUTE_MS)
             while t < b:
-                if not (gaps and off(t)):
+                if not (gaps and off(t)) and not (sleep and sleep[0] <= t < sleep[1]):
                     act(p, key, t, "TASK_COMPLETED", None, None, None, False, None,
                         f"{site.site_id}-{rng.choice(site.tasks)}", None, None)
                 t += round(rng.uniform(100, 200) * MINUTE_MS)
+
+
+def _spoof_acc(p: Plan, rng: random.Random) -> float:
+    """Reported accuracy of a spoofed fix: the variation's range, else the standard near-perfect values."""
+    if p.spoof_acc is None:
+        return perfect_accuracy(rng)
+    return round(rng.uniform(*p.spoof_acc), 1)
 
 
 def _pick(rng: random.Random, cum: list[int]) -> int:

@@ -65,6 +65,11 @@ class Plan:
     gaps: list[tuple[int, int]] = field(default_factory=list)  # phone off
     spoof_mock: bool = False
     suspicious: str | None = None  # legit-but-suspicious kind (hard negative), for FALSE_POSITIVE tickets
+    # Drawn by a non-standard variation (simulator.variation); the defaults are the standard world's.
+    spoof_acc: tuple[float, float] | None = None  # accuracy range of spoofed fixes (None: perfect_accuracy)
+    leak: float = 0.15  # share of a spoofer's fixes where the real position leaks through
+    gps_quality: float | None = None  # the phone's GPS quality this shift (None: the guard's usual)
+    sleep: tuple[int, int] | None = None  # asleep: no scans, no tasks, the phone still reports from the post
     alerts: list[tuple[int, str, str, str]] = field(default_factory=list)  # (t, type, severity, message)
     findings: list[tuple[int, str, str, str]] = field(default_factory=list)  # (t, type, severity, evidence)
 
