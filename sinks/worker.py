@@ -43,6 +43,7 @@ log = logging.getLogger("noc.sink")
 KAFKA_TIMEOUT_S = 10.0
 PAUSE_AFTER_S = 1.0  # a batch write taking longer than this pauses the partitions until it is done
 REVOKE_WAIT_S = 15.0  # how long a rebalance or shutdown waits for Postgres before dropping the batch
+MAX_PUBLISHED_BYTES = 900_000  # below the producer's and the broker's default record size limits (~1 MB)
 REFUSED_ATTEMPTS = 5  # a batch Postgres refuses for a reason no record explains (permissions, a missing table)
 
 
@@ -309,12 +310,17 @@ class SinkWorker:
 
             events = topic_name("events", self.cfg.namespace)
             for ev in res.feed:
-                self.producer.produce(events, key=tenant_key(ev["tenant_id"]), value=encode("noc_event", ev),
+                value = encode("noc_event", ev)
+                if len(value) > MAX_PUBLISHED_BYTES:  # the ticket change itself is stored; only its notice is lost
+                    log.error("ticket_updated %s not published: %d bytes is more than a record may have",
+                              ev["event_id"], len(value))
+                    continue
+                self.producer.produce(events, key=tenant_key(ev["tenant_id"]), value=value,
                                       timestamp=ev["timestamp"], on_delivery=done)
             dlq = topic_name("dead-letters", self.cfg.namespace)
             for d in res.dead:
                 if d["source_topic"] != dlq:  # a broken dead letter is stored, not sent round again
-                    self.producer.produce(dlq, key=d["source_topic"].encode(), value=encode("dead_letter", d),
+                    self.producer.produce(dlq, key=d["source_topic"].encode(), value=publishable_dead_letter(d),
                                           on_delivery=done)
             left = self.producer.flush(KAFKA_TIMEOUT_S * 3)
             if left == 0 and not errors:
@@ -402,6 +408,17 @@ class SinkWorker:
             metrics.LAG.labels(tp.topic, str(tp.partition)).set(n)
             done = done and n == 0
         return done
+
+
+def publishable_dead_letter(d: dict[str, Any]) -> bytes:
+    """The encoded dead letter for the topic. Its Postgres row keeps the original bytes; when they would make
+    the record larger than the broker takes, the topic's copy goes without them (the detail says so)."""
+    value = encode("dead_letter", d)
+    if len(value) <= MAX_PUBLISHED_BYTES:
+        return value
+    size = len(d["value"] or b"") + len(d["key"] or b"")
+    detail = f"{d['detail'][:1500]} [original key and value ({size} bytes) omitted here: in Postgres dead_letters]"
+    return encode("dead_letter", {**d, "key": None, "value": None, "detail": detail})
 
 
 def install_signal_handlers(worker: SinkWorker) -> None:
