@@ -25,13 +25,14 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
+from infra.group_lag import group_lag
 from schemas.serde import encode
 from schemas.topics import topic as topic_name
 from sinks import metrics
 from sinks.admission import REFERENCE_CHECKED, Admission, SiteDirectory
-from sinks.batching import Backoff, BatchPolicy, lag, next_offsets
+from sinks.batching import Backoff, BatchPolicy, next_offsets
 from sinks.health import SinkHealth
 from sinks.migrate import connect, migrate
 from sinks.partitions import prune
@@ -376,38 +377,20 @@ class SinkWorker:
         metrics.record_lag(metrics.lag_from_stats(stats_json))
 
     def caught_up(self) -> bool:
-        """Every assigned partition read and committed to its current end (also refreshes the lag gauge).
-
-        End offsets come from one ListOffsets request for all partitions (per-partition watermark queries
-        cost ~0.5 s each); an error (e.g. a leader still being elected) just means "not yet".
+        """The group, not only this member, has committed every partition of its topics to the current end (also
+        refreshes the lag gauge). After a crash a dead member holds its partitions until its session times out
+        (or it comes back, with static membership): judging by the own assignment stopped a survivor with the
+        dead member's share unwritten. A never-committed partition counts from its log start (retention may have
+        emptied it); an error (e.g. a leader still being elected) just means "not yet". See infra.group_lag.
         """
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return False
         try:
-            committed = self.consumer.committed(assignment, timeout=KAFKA_TIMEOUT_S)
-            futures = self.admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()
-                                               for tp in assignment}, request_timeout=KAFKA_TIMEOUT_S)
-            ends = {(tp.topic, tp.partition): f.result(timeout=KAFKA_TIMEOUT_S).offset for tp, f in futures.items()}
-            # Nothing committed yet: what is left starts at the log start, not 0 (retention may have deleted every
-            # record of a partition, which then never yields one to commit).
-            never = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
-            starts: dict[tuple[str, int], int] = {}
-            if never:
-                futures = self.admin.list_offsets({tp: OffsetSpec.earliest() for tp in never},
-                                                  request_timeout=KAFKA_TIMEOUT_S)
-                starts = {(tp.topic, tp.partition): f.result(timeout=KAFKA_TIMEOUT_S).offset
-                          for tp, f in futures.items()}
-        except KafkaException as exc:
-            log.debug("end offsets not available yet: %s", exc)
+            lags = group_lag(self.admin, self.cfg.group, self._short, KAFKA_TIMEOUT_S)
+        except (KafkaException, TimeoutError) as exc:
+            log.debug("group offsets not available yet: %s", exc)
             return False
-        done = True
-        for tp in committed:
-            key = (tp.topic, tp.partition)
-            n = lag(ends[key], tp.offset if tp.offset >= 0 else starts.get(key, 0))
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(n)
-            done = done and n == 0
-        return done
+        for (name, p), n in lags.items():
+            metrics.LAG.labels(name, str(p)).set(n)
+        return bool(lags) and not any(lags.values())
 
 
 def publishable_dead_letter(d: dict[str, Any]) -> bytes:

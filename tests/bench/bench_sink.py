@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 from infra.config import settings
 from infra.topics_admin import apply_topics, delete_namespace
 from schemas.serde import decode, encode
-from schemas.topics import person_key, topic
+from schemas.topics import person_key, site_key, topic
 from sinks.batching import BatchPolicy
 from sinks.map_inputs import ACTIVITY, activity_row
 from sinks.migrate import migrate
@@ -46,6 +46,16 @@ def activity(i: int, rng: random.Random) -> dict[str, object]:
             "task_id": f"task{i}" if kind == "TASK_COMPLETED" else None,
             "tour_id": "t1" if kind == "TOUR_CHECKPOINT_SCANNED" else None,
             "checkpoint_id": f"c{i % 12}" if kind == "TOUR_CHECKPOINT_SCANNED" else None}
+
+
+def publish_sites(bootstrap: str, ns: str) -> None:
+    """The tenants and sites of activity() on ref.sites: the sink dead-letters inputs of unknown ones."""
+    p = Producer({"bootstrap.servers": bootstrap})
+    for tenant, site in ((t, f"s{i}") for i in range(40) for t in (1, 2, 3)):
+        p.produce(topic("ref.sites", ns), key=site_key(tenant, site), value=encode("site", {
+            "tenant_id": tenant, "site_id": site, "name": site, "timezone": "UTC", "lat": 52.0, "lon": 4.0,
+            "geofence_radius_m": 100.0, "tours": [], "active": True, "updated_at": T0}))
+    assert p.flush(30) == 0
 
 
 def produce(bootstrap: str, name: str, n: int) -> list[bytes]:
@@ -74,7 +84,7 @@ def naive(dsn: str, values: list[bytes]) -> tuple[float, float, float]:
     """(rows/s, client CPU s per row, backend CPU s per row) of one INSERT + COMMIT per record."""
     cols = ", ".join(ACTIVITY.columns)
     sql = (f"INSERT INTO activity ({cols}) VALUES ({', '.join(['%s'] * len(ACTIVITY.columns))}) "
-           "ON CONFLICT (event_id, occurred_at) DO NOTHING")
+           "ON CONFLICT (event_id, tenant_id, occurred_at) DO NOTHING")
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         pid = conn.info.backend_pid
         pg0, cpu0 = backend_cpu_s(pid), own_cpu_s()
@@ -139,6 +149,7 @@ def main() -> None:
     try:
         migrate(dsn)
         t = time.perf_counter()
+        publish_sites(s.bootstrap, ns)
         sample = produce(s.bootstrap, topic("activity", ns), args.events)
         print(f"produced {args.events:,} activity signals in {time.perf_counter() - t:.1f}s")
 
