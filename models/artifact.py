@@ -1,9 +1,12 @@
 """Model artifact: one self-describing JSON file per model, checked by sha256 before loading.
 
 ``{"format": "nocstream-model/1", "version", "algorithm", "feature_names", "feature_hash", "margin_offset",
-"booster"}`` where ``booster`` is the library's own text form (xgboost JSON model, LightGBM model string)
-and ``margin_offset`` is added to the raw log-odds to undo the prior shift of class re-weighting (fitted
-so the mean probability on the training rows equals their fraud rate), so the risk bands stay meaningful.
+"booster", "calibration"}`` where ``booster`` is the library's own text form (xgboost JSON model, LightGBM
+model string), ``margin_offset`` is added to the raw log-odds to undo the prior shift of class re-weighting
+(fitted so the mean probability on the training rows equals their fraud rate), and ``calibration`` (optional)
+maps the offset log-odds to a probability calibrated on held-out rows: ``{"method": "isotonic", "x": [...],
+"y": [...]}``, interpolated linearly between the knots and flat beyond them, so that a score of 0.80 means
+about 80% of such punches were fraud in the holdout. Artifacts without it use the sigmoid.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ class Artifact:
     feature_hash: str
     margin_offset: float
     booster: str
+    calibration: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"format": FORMAT, "version": self.version, "algorithm": self.algorithm,
                                "feature_names": list(self.feature_names), "feature_hash": self.feature_hash,
                                "margin_offset": self.margin_offset, "booster": self.booster}
+        if self.calibration is not None:
+            doc["calibration"] = self.calibration
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -47,8 +53,12 @@ class Artifact:
             raise ArtifactError(f"not a {FORMAT} artifact")
         if doc["algorithm"] not in ALGORITHMS:
             raise ArtifactError(f"unknown algorithm {doc['algorithm']!r}")
+        cal = doc.get("calibration")
+        if cal is not None and not (isinstance(cal, dict) and cal.get("method") == "isotonic"
+                                    and len(cal.get("x") or []) == len(cal.get("y") or []) > 0):
+            raise ArtifactError("calibration must be {method: isotonic, x: [...], y: [...]} of equal length")
         return cls(doc["version"], doc["algorithm"], tuple(doc["feature_names"]), doc["feature_hash"],
-                   float(doc["margin_offset"]), doc["booster"])
+                   float(doc["margin_offset"]), doc["booster"], cal)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -182,14 +182,18 @@ def _list(args: argparse.Namespace) -> int:
                          indent=1))
         return 0
     print(f"{'':1} {'version':32} {'tenant':>6} {'algorithm':9} {'PR-AUC':>7} {'P@80R':>7} {'ROC-AUC':>7} "
-          f"{'train':>7} {'trained at (UTC)':20}")
+          f"{'P@0.80':>7} {'R@0.80':>7} {'train':>7} {'trained at (UTC)':20}")
     for r in rows:
         m = r.metrics
         print(f"{'*' if r.is_active else ' '} {r.version:32} {'-' if r.tenant_id is None else r.tenant_id:>6} "
               f"{r.algorithm:9} {_f(m.get('pr_auc'))} {_f(m.get('precision_at_80_recall'))} {_f(m.get('roc_auc'))} "
+              f"{_f(m.get('ticket_precision'))} {_f(m.get('ticket_recall'))} "
               f"{m.get('train_size', 0):>7} {r.trained_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}")
     if not rows:
         print("(no models registered: run noc train)")
+    else:
+        print("P@0.80 / R@0.80: the expected precision and recall of the tickets the model opens (score >= 0.80), "
+              "measured on its holdout with calibration cross-fitted")
     return 0
 
 

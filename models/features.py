@@ -7,7 +7,14 @@ vectors, whether replayed for training (:class:`HistoryFeaturizer`) or scored li
 (which stores the states in tables through ``to_dict``/``from_dict``).
 
 Live call order for one attendance event: ``v = build_features(att, ps, ds, site, person, shift)``, then
-``observe_attendance(ps, ds, att)``; activity signals go through ``observe_activity(ps, rec)``.
+``observe_attendance(ps, ds, att, v)``; activity signals go through ``observe_activity(ps, rec)``.
+
+What the features measure, beyond the punch itself: presence (fixes on the approach and whether they close
+in on the punch; after a check-in, how many fixes and what share of them lie far from the checked-in
+position), travel (speed discounted by both fixes' accuracy, against the person's fastest plausible trip),
+the geofence (distance outside against the person's usual GPS error and usual distance at punches),
+lateness against the person's own habit, tours as rounds done against rounds due with the longest gap
+between scans (and between any signals), the face score, the roster (is the punch inside its shift).
 """
 
 from __future__ import annotations
@@ -41,13 +48,25 @@ MAX_ACTIVITY = 512
 MAX_DEVICE_PUNCHES = 64
 MAX_CHECK_INS = 32
 MAX_PERSON_DEVICES = 16
-MAX_CHECKPOINTS = 256
 # Speeds over a very short gap are noise: never divide by less than a minute.
 MIN_SPEED_GAP_MS = MINUTE_MS
 # A "jump": the next fix lands this far beyond both accuracy radii within this time (a teleport).
 JUMP_M = 1000.0
 JUMP_WITHIN_MS = 30 * MINUTE_MS
+# A fix after the check-in this far beyond both accuracy radii from the checked-in position is "away" (a site's
+# checkpoints lie within its geofence, at most ~500 m across).
+AWAY_M = 600.0
+# Location-bearing activity kinds (location updates, checkpoint scans).
+_POSITIONED = (1, 3)
+USUAL_KMH_FLOOR = 30.0  # a person with no fast trips on record is judged against a city driving speed
+ROSTER_SLACK_MS = 3 * HOUR_MS  # a punch this early or late still belongs to its shift
+MOVED_M = 200.0  # fix-to-fix moves shorter than this (beyond both accuracy radii) are not timed as travel
 ACC_EWMA_ALPHA = 0.05  # the person's usual GPS accuracy, over roughly the last 20 fixes
+HABIT_ALPHA = 0.1  # the person's habits at punches (lateness, distance outside the fence), ~the last 10
+MAX_TOURS = 16  # tours counted per presence
+APPROACH_WINDOW_MS = HOUR_MS  # fixes this close before a punch are its approach
+PLAUSIBLE_KMH = 200.0  # fix-to-fix speeds above this are not learned as the person's commute
+MIN_USUAL_ACC_M = 5.0
 
 ACTIVITY_KINDS = ("PHONE_EVENT", "LOCATION_UPDATE", "TASK_COMPLETED", "TOUR_CHECKPOINT_SCANNED")
 _KIND_CODE = {k: i for i, k in enumerate(ACTIVITY_KINDS)}
@@ -81,15 +100,26 @@ FEATURE_NAMES: tuple[str, ...] = (
     "mock_fixes_2h",  # activity fixes flagged as mocked in the last 2 h
     "minutes_since_check_in",  # check-out: length of the presence it closes
     "activity_since_check_in",  # check-out: signals of any kind since the check-in
-    "tour_checkpoints_scanned",  # check-out: distinct checkpoints scanned since the check-in
-    "tour_checkpoints_expected",  # check-out: checkpoints due since the check-in (site tours)
-    "tour_completion_ratio",  # scanned / expected
+    "tour_rounds_done",  # check-out: tour rounds completed since the check-in (scans / checkpoints, per tour)
+    "tour_rounds_due",  # check-out: tour rounds due since the check-in (site tours and their intervals)
+    "tour_completion_ratio",  # rounds done / rounds due, at most 1
     "minutes_from_usual_check_in",  # check-in: signed, site-local wall time vs the person's habit
     "local_hour",  # site-local hour of day, fractional
     "check_ins_24h",  # the person's check-ins in the previous 24 h
     "punch_sequence_error",  # check-in while one is open, or check-out with none open
     "location_jumps_2h",  # fixes > 1 km (beyond both accuracy radii) from the previous fix minutes before
     "gps_accuracy_ratio_to_usual",  # punch accuracy / the person's usual accuracy (spoofers are too precise)
+    "longest_scan_gap_min",  # check-out: longest time without a checkpoint scan since the check-in
+    "longest_signal_gap_min",  # check-out: longest time without any phone signal since the check-in
+    "fixes_since_check_in",  # check-out: location fixes since the check-in
+    "share_fixes_away_since_check_in",  # check-out: share of them far from the checked-in position
+    "fixes_before_punch_1h",  # location fixes in the hour before the punch (the approach)
+    "approach_kmh",  # speed at which the last two fixes before the punch closed in on it (0: not moving)
+    "speed_over_own_fastest",  # speed since the last fix / the fastest plausible speed seen of this person
+    "geofence_distance_over_usual_acc",  # metres outside the fence / the person's usual GPS error
+    "geofence_distance_vs_habit_m",  # metres outside the fence minus the person's usual, at punches
+    "minutes_late_vs_habit",  # check-in: lateness vs the shift start minus the person's usual lateness
+    "rostered_here_now",  # a shift of this person at this site covers the punch (1), none (0), unknown (NaN)
 )
 FEATURE_HASH: str = hashlib.sha256("\n".join(FEATURE_NAMES).encode()).hexdigest()
 N_FEATURES = len(FEATURE_NAMES)
@@ -109,17 +139,33 @@ class PersonState:
     open_check_in: int | None = None  # time of the check-in not yet checked out
     open_site: str | None = None
     since_in_activity: int = 0
-    since_in_checkpoints: list[str] = field(default_factory=list)  # distinct, capped
     devices: dict[str, int] = field(default_factory=dict)  # device id -> last punch time
     acc_ewma: float | None = None  # usual GPS accuracy of the person's fixes, metres
+    prev_fix: list[float] | None = None  # the fix before last_fix: [t_ms, lat, lon, accuracy_m]
+    fast_kmh: float | None = None  # fastest plausible fix-to-fix speed seen of this person
+    out_ewma: float | None = None  # usual metres outside the geofence at punches
+    late_ewma: float | None = None  # usual minutes after the shift start at check-ins
+    open_pos: list[float] | None = None  # position of the open check-in: [lat, lon, accuracy_m]
+    since_in_tours: dict[str, int] = field(default_factory=dict)  # tour id -> scans since the check-in
+    since_in_fixes: int = 0
+    since_in_away: int = 0  # fixes since the check-in far from the checked-in position
+    last_scan: int | None = None  # since the check-in (starts at the check-in)
+    max_scan_gap: int = 0
+    last_signal: int | None = None
+    max_signal_gap: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         # Field by field, not a generic deep copy: a worker does this for every signal (~10x cheaper).
         return {"last_fix": _row(self.last_fix), "last_punch": _row(self.last_punch),
                 "activity": list(self.activity), "check_ins": list(self.check_ins),
                 "open_check_in": self.open_check_in, "open_site": self.open_site,
-                "since_in_activity": self.since_in_activity, "since_in_checkpoints": list(self.since_in_checkpoints),
-                "devices": dict(self.devices), "acc_ewma": self.acc_ewma}
+                "since_in_activity": self.since_in_activity,
+                "devices": dict(self.devices), "acc_ewma": self.acc_ewma, "prev_fix": _row(self.prev_fix),
+                "fast_kmh": self.fast_kmh, "out_ewma": self.out_ewma, "late_ewma": self.late_ewma,
+                "open_pos": _row(self.open_pos), "since_in_tours": dict(self.since_in_tours),
+                "since_in_fixes": self.since_in_fixes, "since_in_away": self.since_in_away,
+                "last_scan": self.last_scan, "max_scan_gap": self.max_scan_gap, "last_signal": self.last_signal,
+                "max_signal_gap": self.max_signal_gap}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PersonState:
@@ -130,8 +176,13 @@ class PersonState:
             activity=array("q", [a if isinstance(a, int) else pack_activity(*a) for a in d.get("activity") or []]),
             check_ins=list(d.get("check_ins") or []), open_check_in=d.get("open_check_in"),
             open_site=d.get("open_site"), since_in_activity=int(d.get("since_in_activity") or 0),
-            since_in_checkpoints=list(d.get("since_in_checkpoints") or []), devices=dict(d.get("devices") or {}),
-            acc_ewma=d.get("acc_ewma"))
+            devices=dict(d.get("devices") or {}),
+            acc_ewma=d.get("acc_ewma"), prev_fix=_row(d.get("prev_fix")), fast_kmh=d.get("fast_kmh"),
+            out_ewma=d.get("out_ewma"), late_ewma=d.get("late_ewma"), open_pos=_row(d.get("open_pos")),
+            since_in_tours=dict(d.get("since_in_tours") or {}), since_in_fixes=int(d.get("since_in_fixes") or 0),
+            since_in_away=int(d.get("since_in_away") or 0), last_scan=d.get("last_scan"),
+            max_scan_gap=int(d.get("max_scan_gap") or 0), last_signal=d.get("last_signal"),
+            max_signal_gap=int(d.get("max_signal_gap") or 0))
 
 
 def pack_activity(t: int, kind: int, mocked: int, jump: int = 0) -> int:
@@ -212,20 +263,33 @@ def observe_activity(ps: PersonState, rec: Record) -> None:
     mocked = 1 if rec.get("is_mock_location") else 0
     lat, lon = rec.get("lat"), rec.get("lon")
     jump = 0
+    open_in = ps.open_check_in is not None and t >= ps.open_check_in
     if lat is not None and lon is not None:
         reported = rec.get("accuracy_m")
         acc = _acc(reported)
+        lat, lon = float(lat), float(lon)
         prev = ps.last_fix
-        if prev is not None and 0 <= t - prev[0] <= JUMP_WITHIN_MS:
-            lat, lon = float(lat), float(lon)
+        if prev is not None and 0 <= t - prev[0] <= APPROACH_WINDOW_MS:
             prev_acc = _acc(prev[3])
-            if not surely_within_m(prev[1], prev[2], lat, lon, JUMP_M + prev_acc + acc) \
-                    and haversine_m(prev[1], prev[2], lat, lon) - prev_acc - acc > JUMP_M:
-                jump = 1
+            if not surely_within_m(prev[1], prev[2], lat, lon, MOVED_M + prev_acc + acc):
+                gap_m = haversine_m(prev[1], prev[2], lat, lon) - prev_acc - acc
+                if gap_m > JUMP_M and t - prev[0] <= JUMP_WITHIN_MS:
+                    jump = 1
+                if t - prev[0] >= MIN_SPEED_GAP_MS and gap_m > MOVED_M:
+                    kmh = (gap_m / 1000) / ((t - prev[0]) / HOUR_MS)
+                    if kmh <= PLAUSIBLE_KMH and (ps.fast_kmh is None or kmh > ps.fast_kmh):
+                        ps.fast_kmh = kmh
         if prev is None or prev[0] <= t:
-            ps.last_fix = [t, float(lat), float(lon), acc]
+            ps.prev_fix = prev
+            ps.last_fix = [t, lat, lon, acc]
         if reported is not None:
             _observe_accuracy(ps, acc)
+        if open_in and ps.open_pos is not None:
+            ps.since_in_fixes += 1
+            op = ps.open_pos
+            if not surely_within_m(op[0], op[1], lat, lon, AWAY_M + op[2] + acc) \
+                    and haversine_m(op[0], op[1], lat, lon) - op[2] - acc > AWAY_M:
+                ps.since_in_away += 1
     act = ps.activity
     entry = pack_activity(t, kind, mocked, jump)
     if not act or act[-1] >> 5 <= t:
@@ -236,24 +300,43 @@ def observe_activity(ps: PersonState, rec: Record) -> None:
             j -= 1
         act.insert(j, entry)
     _prune_activity(ps, max(t, act[-1] >> 5))
-    if ps.open_check_in is not None and t >= ps.open_check_in:
+    if open_in:
         ps.since_in_activity += 1
-        cp = rec.get("checkpoint_id")
-        if kind == _KIND_CODE["TOUR_CHECKPOINT_SCANNED"] and cp and cp not in ps.since_in_checkpoints \
-                and len(ps.since_in_checkpoints) < MAX_CHECKPOINTS:
-            ps.since_in_checkpoints.append(cp)
+        if ps.last_signal is not None and t > ps.last_signal:
+            ps.max_signal_gap = max(ps.max_signal_gap, t - ps.last_signal)
+            ps.last_signal = t
+        tour = rec.get("tour_id")
+        if kind == _KIND_CODE["TOUR_CHECKPOINT_SCANNED"] and tour:
+            if tour in ps.since_in_tours or len(ps.since_in_tours) < MAX_TOURS:
+                ps.since_in_tours[tour] = ps.since_in_tours.get(tour, 0) + 1
+            if ps.last_scan is not None and t > ps.last_scan:
+                ps.max_scan_gap = max(ps.max_scan_gap, t - ps.last_scan)
+                ps.last_scan = t
 
 
 def _observe_accuracy(ps: PersonState, acc: float) -> None:
     ps.acc_ewma = acc if ps.acc_ewma is None else ps.acc_ewma + ACC_EWMA_ALPHA * (acc - ps.acc_ewma)
 
 
-def observe_attendance(ps: PersonState, ds: DeviceState, att: Record) -> None:
-    """Fold one punch into the person's and the device's state (call after :func:`build_features`)."""
+def observe_attendance(ps: PersonState, ds: DeviceState, att: Record, vector: list[float] | None = None) -> None:
+    """Fold one punch into the person's and the device's state (call after :func:`build_features`).
+
+    ``vector`` (the punch's features, when the caller has them) also updates the person's habits: usual
+    lateness and usual distance outside the fence.
+    """
     t = int(att["occurred_at"])
+    if vector is not None:
+        out = vector[1]
+        if not math.isnan(out):
+            ps.out_ewma = out if ps.out_ewma is None else ps.out_ewma + HABIT_ALPHA * (out - ps.out_ewma)
+        late = vector[18]
+        if vector[0] == 1.0 and not math.isnan(late):
+            late = max(-120.0, min(late, 240.0))
+            ps.late_ewma = late if ps.late_ewma is None else ps.late_ewma + HABIT_ALPHA * (late - ps.late_ewma)
     fix = [t, float(att["lat"]), float(att["lon"]), _acc(att.get("accuracy_m"))]
     _observe_accuracy(ps, fix[3])
     if ps.last_fix is None or ps.last_fix[0] <= t:
+        ps.prev_fix = ps.last_fix
         ps.last_fix = list(fix)
     if ps.last_punch is None or ps.last_punch[0] <= t:
         ps.last_punch = list(fix)
@@ -261,11 +344,15 @@ def observe_attendance(ps: PersonState, ds: DeviceState, att: Record) -> None:
         ps.check_ins = [*[x for x in ps.check_ins if x > t - CHECK_IN_WINDOW_MS][-(MAX_CHECK_INS - 1):], t]
         ps.open_check_in = t
         ps.open_site = att["site_id"]
-        ps.since_in_activity = 0
-        ps.since_in_checkpoints = []
+        ps.open_pos = fix[1:]
+        ps.since_in_activity = ps.since_in_fixes = ps.since_in_away = 0
+        ps.since_in_tours = {}
+        ps.last_scan = ps.last_signal = t
+        ps.max_scan_gap = ps.max_signal_gap = 0
     else:
         ps.open_check_in = None
         ps.open_site = None
+        ps.open_pos = None
     dev = att["device_id"]
     ps.devices[dev] = max(t, ps.devices.get(dev, t))
     ps.devices = {k: v for k, v in ps.devices.items() if v > t - PERSON_DEVICE_TTL_MS}
@@ -361,13 +448,21 @@ def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record |
         elapsed = t - open_in
         v[26] = elapsed / MINUTE_MS
         v[27] = float(ps.since_in_activity)
-        scanned = len(ps.since_in_checkpoints)
-        v[28] = float(scanned)
         if site is not None:
-            expected = sum(len(tour.get("checkpoint_ids") or []) * (elapsed // (MINUTE_MS * tour["interval_minutes"]))
-                           for tour in site.get("tours") or [] if tour.get("interval_minutes", 0) > 0)
-            v[29] = float(expected)
-            v[30] = min(scanned / expected, 1.0) if expected else NaN
+            done = due = 0.0
+            for tour in site.get("tours") or []:
+                n_cp = len(tour.get("checkpoint_ids") or [])
+                if tour.get("interval_minutes", 0) > 0 and n_cp:
+                    rounds = float(elapsed // (MINUTE_MS * tour["interval_minutes"]))
+                    due += rounds
+                    done += min(ps.since_in_tours.get(tour.get("tour_id", ""), 0) / n_cp, rounds)
+            v[28], v[29] = done, due
+            v[30] = min(done / due, 1.0) if due else NaN
+        v[37] = (max(ps.max_scan_gap, t - ps.last_scan) if ps.last_scan is not None else elapsed) / MINUTE_MS
+        v[38] = (max(ps.max_signal_gap, t - ps.last_signal) if ps.last_signal is not None else elapsed) / MINUTE_MS
+        v[39] = float(ps.since_in_fixes)
+        if ps.since_in_fixes:
+            v[40] = ps.since_in_away / ps.since_in_fixes
 
     tz = (site or {}).get("timezone") or "UTC"
     minute = local_minute_of_day(t, tz)
@@ -380,6 +475,30 @@ def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record |
     v[35] = float(jumps)
     if ps.acc_ewma is not None and ps.acc_ewma > 0:
         v[36] = acc / ps.acc_ewma
+    # the approach: fixes in the hour before the punch, and whether the last two closed in on it
+    fixes = 0
+    for a in ps.activity:
+        if t - APPROACH_WINDOW_MS < a >> 5 <= t and (a >> 2 & 7) in _POSITIONED:
+            fixes += 1
+    v[41] = float(fixes)
+    last, prev = ps.last_fix, ps.prev_fix
+    if last is not None and prev is not None and prev[0] < last[0] <= t and t - prev[0] <= APPROACH_WINDOW_MS:
+        closing = haversine_m(prev[1], prev[2], lat, lon) - haversine_m(last[1], last[2], lat, lon)
+        v[42] = max(0.0, closing - _acc(prev[3]) - _acc(last[3])) / 1000 / (max(last[0] - prev[0], MIN_SPEED_GAP_MS)
+                                                                            / HOUR_MS)
+    if not math.isnan(v[7]):
+        v[43] = v[7] / max(ps.fast_kmh or 0.0, USUAL_KMH_FLOOR)
+    usual_acc = max(ps.acc_ewma or 0.0, MIN_USUAL_ACC_M)
+    if not math.isnan(v[1]):
+        v[44] = v[1] / usual_acc
+        v[45] = v[1] - (ps.out_ewma or 0.0)
+    if check_in and not math.isnan(v[18]):
+        v[46] = v[18] - (ps.late_ewma if ps.late_ewma is not None else 0.0)
+    if shift is not None:
+        v[47] = 1.0 if (shift.get("person_id") == me and shift.get("site_id") == att["site_id"]
+                        and shift.get("status") != "CANCELLED"
+                        and int(shift["starts_at"]) - ROSTER_SLACK_MS <= t <= int(shift["ends_at"]) + ROSTER_SLACK_MS) \
+            else 0.0
     return v
 
 
@@ -432,7 +551,7 @@ class HistoryFeaturizer:
             vec = build_features(rec, ps, ds, self.sites.get((tenant, rec["site_id"])),
                                  self.people.get((tenant, rec["person_id"])),
                                  self.shifts.get((tenant, shift_id)) if shift_id else None)
-            observe_attendance(ps, ds, rec)
+            observe_attendance(ps, ds, rec, vec)
             return vec
         if stem == "activity_signal":
             observe_activity(self.person_state(tenant, rec["person_id"]), rec)

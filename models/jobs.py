@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from models.artifact import ArtifactError, write_artifact
+from models.calibration import format_reliability
 from models.progress import Progress, ProgressFn
 from models.registry import ModelRow, Registry, model_event_record, publish_model_event
 from models.scoring import Scorer
 from models.train import (
     LATE_EVIDENCE_SCENARIOS,
+    TICKET_THRESHOLD,
     Comparison,
     Dataset,
     TrainConfig,
@@ -139,6 +141,13 @@ def report(r: TrainResult) -> str:
         lines.append(f"  {name:9} PR-AUC {c.pr_auc:.4f}  precision@80%recall {c.precision_at_80_recall:.4f}  "
                      f"ROC-AUC {c.roc_auc:.4f}")
     lines.append(f"kept {r.artifact.algorithm}: {r.artifact.version}")
+    if r.artifact.calibration is not None:
+        lines.append(f"calibrated (isotonic) on the holdout; reliability, each half of the holdout calibrated by the "
+                     f"other half's map:\n{format_reliability(r.reliability)}")
+        lines.append(f"ticket threshold {TICKET_THRESHOLD:.2f}: expected precision {r.ticket_precision:.3f}, "
+                     f"recall {r.ticket_recall:.3f} (holdout, cross-fitted)")
+    else:
+        lines.append("not calibrated: too few frauds in the holdout")
     return "\n".join(lines)
 
 

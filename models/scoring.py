@@ -53,9 +53,10 @@ class ScorerLike(Protocol):
     def score_many(self, vectors: Sequence[Sequence[float]]) -> list[ScoreResult]: ...
 
 
-def _reason(i: int, value: float, contribution: float) -> dict[str, Any]:
+def _reason(i: int, vector: Sequence[float], contribution: float) -> dict[str, Any]:
     name = FEATURE_NAMES[i]
-    return {"feature": name, "value": value, "contribution": contribution, "description": describe(name, value)}
+    return {"feature": name, "value": float(vector[i]), "contribution": contribution,
+            "description": describe(name, vector)}
 
 
 class Scorer:
@@ -71,6 +72,16 @@ class Scorer:
         self.sha256 = sha256
         self.forest: CompiledForest = compile_forest(artifact)
         self.margin_offset = artifact.margin_offset
+        cal = artifact.calibration
+        self._cal: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None if cal is None else (
+            np.asarray(cal["x"], dtype=np.float64), np.asarray(cal["y"], dtype=np.float64))
+
+    def _proba(self, margin: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Offset log-odds to probability: the calibration map when the artifact has one, else the sigmoid."""
+        z = margin + self.margin_offset
+        if self._cal is None:
+            return self.forest.proba(z)
+        return np.interp(z, self._cal[0], self._cal[1])
 
     @classmethod
     def from_file(cls, path: Path | str, expected_sha256: str | None = None) -> Scorer:
@@ -80,7 +91,7 @@ class Scorer:
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Probabilities only (evaluation, comparisons): no reasons."""
         margin, _ = self.forest.margin(X)
-        return self.forest.proba(margin + self.margin_offset)
+        return self._proba(margin)
 
     def score_many(self, vectors: Sequence[Sequence[float]]) -> list[ScoreResult]:
         if len(vectors) == 0:
@@ -88,15 +99,14 @@ class Scorer:
         X = np.asarray(vectors, dtype=np.float64)
         margin, contrib = self.forest.margin(X, contributions=True)
         assert contrib is not None
-        probs = self.forest.proba(margin + self.margin_offset).tolist()
+        probs = self._proba(margin).tolist()
         c = contrib[:, :N_FEATURES]
         # Top three per row in one vectorised sort; ties go to the lower feature index (stable sort).
         top = np.argsort(-c, axis=1, kind="stable")[:, :TOP_REASONS]
         top_c = np.take_along_axis(c, top, axis=1)
-        top_v = np.take_along_axis(X, top, axis=1)
         out = []
-        for p, idx, cs, vs in zip(probs, top.tolist(), top_c.tolist(), top_v.tolist(), strict=True):
-            reasons = [_reason(i, v, ci) for i, ci, v in zip(idx, cs, vs, strict=True) if ci >= MIN_REASON_LOGODDS]
+        for p, idx, cs, vec in zip(probs, top.tolist(), top_c.tolist(), vectors, strict=True):
+            reasons = [_reason(i, vec, ci) for i, ci in zip(idx, cs, strict=True) if ci >= MIN_REASON_LOGODDS]
             out.append(ScoreResult(p, risk_level(p), self.model_version, reasons))
         return out
 
@@ -177,7 +187,7 @@ class RuleScorer:
         logit = self.bias + sum(w for w, _, _ in fired)
         p = 1.0 / (1.0 + math.exp(-logit))
         fired.sort(key=lambda t: (-t[0], t[1]))
-        reasons = [_reason(INDEX[r.feature], float(vector[INDEX[r.feature]]), r.weight)
+        reasons = [_reason(INDEX[r.feature], vector, r.weight)
                    for _, _, r in fired[:TOP_REASONS]]
         return ScoreResult(p, risk_level(p), RULES_VERSION, reasons)
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.artifact import Artifact
+from models.calibration import Bin, at_threshold, cross_fitted, fit_isotonic, reliability
 from models.features import FEATURE_HASH, FEATURE_NAMES, INDEX, N_FEATURES, HistoryFeaturizer, _stem_record
 from models.feedback import FEEDBACK, is_feedback
 from models.metrics import Metrics, evaluate
@@ -29,6 +30,7 @@ MIN_LABELLED = 200
 MIN_POSITIVES_TRAIN = 20
 MIN_POSITIVES_TEST = 5
 MIN_NEGATIVES = 20
+TICKET_THRESHOLD = 0.80  # a score at or above it opens a SECURITY_FRAUD ticket (streams.core.escalation)
 # Fraud labelled on a check-in whose evidence only exists later in the shift: the simulator's older label
 # modes (shift_labels check_in / check_in_and_out) file MISSED_TOUR on the shift's check-in, but the tours
 # are missed afterwards, so the check-in itself looks like any other (the default "observable" mode labels
@@ -195,12 +197,18 @@ class TrainResult:
     train_positives: int
     candidates: dict[str, Metrics] = field(default_factory=dict)  # every algorithm tried (auto)
     late_evidence_excluded: int = 0  # training rows not fitted on (see LATE_EVIDENCE_SCENARIOS)
+    # Calibration checked on the holdout, cross-fitted (each half calibrated by the other half's map):
+    reliability: list[Bin] = field(default_factory=list)
+    ticket_precision: float = float("nan")  # expected precision of the tickets (scores >= TICKET_THRESHOLD)
+    ticket_recall: float = float("nan")
 
     def metrics_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = self.metrics.to_dict()
         d.update(train_size=self.train_size, test_size=self.test_size, train_positives=self.train_positives,
                  train_imbalance_ratio=(self.train_size - self.train_positives) / max(self.train_positives, 1),
-                 late_evidence_excluded=self.late_evidence_excluded)
+                 late_evidence_excluded=self.late_evidence_excluded, ticket_threshold=TICKET_THRESHOLD,
+                 ticket_precision=self.ticket_precision, ticket_recall=self.ticket_recall,
+                 reliability=[[b.lo, b.hi, b.n, b.mean_predicted, b.observed] for b in self.reliability])
         if len(self.candidates) > 1:
             d["candidates"] = {k: m.to_dict() for k, m in self.candidates.items()}
         return d
@@ -304,23 +312,40 @@ def _fit_lightgbm(train: Dataset, cfg: TrainConfig, progress: ProgressFn) -> str
     return text
 
 
+def offset_margin(art: Artifact, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The artifact's log-odds of rows ``X``, offset (what calibration maps to a probability)."""
+    margin, _ = compile_forest(art).margin(X)
+    out: npt.NDArray[np.float64] = margin + art.margin_offset
+    return out
+
+
+def calibrate(art: Artifact, holdout: Dataset) -> Artifact:
+    """The artifact with an isotonic calibration fitted on ``holdout`` (unchanged when it has too few frauds)."""
+    if holdout.positives < MIN_POSITIVES_TEST:
+        return art
+    return replace(art, calibration=fit_isotonic(offset_margin(art, holdout.X), holdout.y))
+
+
 def train_model(train: Dataset, test: Dataset, algo: str, tenant: int | None, trained_at: datetime,
                 cfg: TrainConfig = TrainConfig(), progress: ProgressFn = no_progress) -> TrainResult:
-    """Fit ``xgboost``, ``lightgbm`` or both (``auto``, keeping the better holdout PR-AUC)."""
+    """Fit ``xgboost``, ``lightgbm`` or both (``auto``, keeping the better holdout PR-AUC), each calibrated on
+    the holdout."""
     check_data(train, test)
     algos = ("xgboost", "lightgbm") if algo == "auto" else (algo,)
     best: tuple[Artifact, Scorer, Metrics] | None = None
     tried: dict[str, Metrics] = {}
     for name in algos:
-        art = fit(name, train, make_version(tenant, name, trained_at), cfg, progress)
+        art = calibrate(fit(name, train, make_version(tenant, name, trained_at), cfg, progress), test)
         scorer = Scorer(art)
         m = evaluate(test.y, scorer.predict_proba(test.X))
         tried[name] = m
         if best is None or _better(m.pr_auc, best[2].pr_auc):
             best = (art, scorer, m)
     assert best is not None
+    honest = cross_fitted(offset_margin(best[0], test.X), test.y)
+    precision, recall = at_threshold(test.y, honest, TICKET_THRESHOLD)
     return TrainResult(best[0], best[1], best[2], len(train), len(test), train.positives, tried,
-                       int(late_evidence_rows(train).sum()))
+                       int(late_evidence_rows(train).sum()), reliability(test.y, honest), precision, recall)
 
 
 def _better(a: float, b: float) -> bool:

@@ -643,7 +643,7 @@ class Pipeline:
         ps, ds = s.obj(pkey, PersonState.from_dict), s.obj(dkey, DeviceState.from_dict)
         shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else None
         vec = build_features(att, ps, ds, site, self.refs.people.get((tenant, att["person_id"])), shift)
-        observe_attendance(ps, ds, att)
+        observe_attendance(ps, ds, att, vec)
         s.mark(pkey)
         s.mark(dkey)
         score = score_records(self.models, [(att, vec)])[0]

@@ -120,16 +120,20 @@ def test_check_out_tour_completion_and_activity_windows() -> None:
     a_in = att(T)
     build_features(a_in, ps, ds, SITE, PERSON, SHIFT)
     observe_attendance(ps, ds, a_in)
-    for i, cp in enumerate(["a", "b", "c", "a"]):  # 3 distinct checkpoints in the first hour
-        observe_activity(ps, act(T + (10 + i) * MIN, "TOUR_CHECKPOINT_SCANNED", checkpoint_id=cp, lat=-1.2921,
-                                 lon=36.8219, accuracy_m=5.0))
+    for i, cp in enumerate(["a", "b", "c", "a"]):  # one round of 3 checkpoints and a bit, in the first hour
+        observe_activity(ps, act(T + (10 + i) * MIN, "TOUR_CHECKPOINT_SCANNED", checkpoint_id=cp, tour_id="t",
+                                 lat=-1.2921, lon=36.8219, accuracy_m=5.0))
     observe_activity(ps, act(T + 7 * 60 * MIN, "PHONE_EVENT"))
     observe_activity(ps, act(T + 7 * 60 * MIN + 1, "LOCATION_UPDATE", lat=-1.2921, lon=36.8219, is_mock_location=True))
     v = build_features(att(T + 8 * 60 * MIN, "CHECK_OUT"), ps, ds, SITE, PERSON, SHIFT)
     assert f(v, "minutes_since_check_in") == pytest.approx(480)
-    assert f(v, "tour_checkpoints_scanned") == 3.0
-    assert f(v, "tour_checkpoints_expected") == 3.0 * 8  # 3 checkpoints every 60 min for 8 h
-    assert f(v, "tour_completion_ratio") == pytest.approx(3 / 24)
+    assert f(v, "tour_rounds_done") == pytest.approx(4 / 3)  # 4 scans of a 3-checkpoint tour
+    assert f(v, "tour_rounds_due") == 8.0  # a round every 60 min for 8 h
+    assert f(v, "tour_completion_ratio") == pytest.approx(4 / 3 / 8)
+    assert f(v, "longest_scan_gap_min") == pytest.approx(480 - 13)  # the last scan to the check-out
+    assert f(v, "longest_signal_gap_min") == pytest.approx(7 * 60 - 13)  # the last scan to the phone event
+    assert f(v, "fixes_since_check_in") == 5.0 and f(v, "share_fixes_away_since_check_in") == 0.0
+    assert f(v, "rostered_here_now") == 1.0
     assert f(v, "activity_since_check_in") == 6.0
     assert f(v, "phone_events_2h") == 1.0 and f(v, "location_updates_2h") == 1.0
     assert f(v, "checkpoint_scans_2h") == 0.0  # scans were 7 h ago
@@ -220,9 +224,10 @@ def _worker_like(records: list[tuple[str, dict[str, Any]]]) -> dict[str, list[fl
             pk, dk = (tn, rec["person_id"]), (tn, rec["device_id"])
             ps = PersonState.from_dict(json.loads(persons.get(pk, "{}")))
             ds = DeviceState.from_dict(json.loads(devices.get(dk, "{}")))
-            live[rec["event_id"]] = build_features(rec, ps, ds, sites.get((tn, rec["site_id"])), people.get(pk),
-                                                   shifts.get((tn, rec["shift_id"])) if rec["shift_id"] else None)
-            observe_attendance(ps, ds, rec)
+            vec = build_features(rec, ps, ds, sites.get((tn, rec["site_id"])), people.get(pk),
+                                 shifts.get((tn, rec["shift_id"])) if rec["shift_id"] else None)
+            live[rec["event_id"]] = vec
+            observe_attendance(ps, ds, rec, vec)
             persons[pk] = json.dumps(ps.to_dict())
             devices[dk] = json.dumps(ds.to_dict())
     return live
