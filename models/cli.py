@@ -77,6 +77,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="auto trains both and keeps the better holdout PR-AUC (default)")
     p.add_argument("--from-sim", type=int, default=None, metavar="SEED",
                    help="learn from the in-memory simulator with this seed instead of Kafka")
+    p.add_argument("--sim-variation", default="randomised",
+                   help="with --from-sim: how frauds and look-alikes are drawn (simulator/variation.py; default "
+                        "randomised, the wide training ranges; standard is the simulator's default world)")
+    p.add_argument("--eval-shifted", type=float, default=0.0, metavar="DAYS",
+                   help="also score the model on DAYS of each held-out shifted simulator variation (default off)")
     p.add_argument("--no-register", action="store_true", help="only train and report (no registry, no artifact)")
     p.add_argument("--trees", type=int, default=200)
     p.add_argument("--depth", type=int, default=6)
@@ -119,7 +124,8 @@ def _job(args: argparse.Namespace) -> TrainJob:
 
     s = settings()
     return TrainJob(tenant=args.tenant, days=args.days, test_size=args.test_size, algo=args.algo,
-                    until_ms=args.until, from_sim=args.from_sim, register=not args.no_register,
+                    until_ms=args.until, from_sim=args.from_sim, sim_variation=args.sim_variation,
+                    shifted_days=args.eval_shifted, register=not args.no_register,
                     auto_activate=args.auto_activate, bootstrap=args.bootstrap or s.bootstrap,
                     namespace=args.namespace or s.namespace, dsn=args.dsn or s.pg_dsn, models_dir=s.home / "models",
                     config=TrainConfig(n_trees=args.trees, max_depth=args.depth))

@@ -40,6 +40,8 @@ class TrainJob:
     algo: str = "auto"
     until_ms: int | None = None  # end of the history window (default: now)
     from_sim: int | None = None  # simulator seed instead of Kafka
+    sim_variation: str = "randomised"  # how the simulator draws frauds and look-alikes (simulator.variation)
+    shifted_days: float = 0.0  # > 0: also score the model on the held-out shifted simulator variations
     register: bool = True
     auto_activate: bool = False
     bootstrap: str = ""
@@ -63,7 +65,7 @@ def history(job: TrainJob, progress: ProgressFn) -> tuple[Iterable[Any], int | N
     if job.from_sim is not None:
         from models.simsource import sim_history
 
-        return sim_history(job.from_sim, job.days), None, None
+        return sim_history(job.from_sim, job.days, variation=job.sim_variation), None, None
     from models.history import ReplayStats, replay
 
     end = job.until_ms if job.until_ms is not None else int(time.time() * 1000)
@@ -100,6 +102,8 @@ def run_training(job: TrainJob, out: TextIO = sys.stdout, progress: ProgressFn |
     trained_at = datetime.now(UTC)
     result = train_model(train, test, job.algo, job.tenant, trained_at, job.config, prog)
     print(report(result), file=out)
+    if job.shifted_days > 0:
+        print(shifted_report(result, job.shifted_days, prog), file=out)
     outcome = TrainOutcome(result, test)
     if not job.register:
         return outcome
@@ -149,6 +153,19 @@ def report(r: TrainResult) -> str:
     else:
         lines.append("not calibrated: too few frauds in the holdout")
     return "\n".join(lines)
+
+
+def shifted_report(r: TrainResult, days: float, progress: ProgressFn) -> str:
+    """The model scored on the held-out shifted simulator variations (``models.shifted``), worst set first."""
+    from models.shifted import format_reports, score_sets, shifted_specs, simulate_set, worst
+
+    reports = score_sets(r.scorer.predict_proba, [simulate_set(s, days, progress) for s in shifted_specs()])
+    w = worst(reports)
+    return (f"under distribution shift ({days:g} simulated days per held-out variation):\n{format_reports(reports)}\n"
+            f"worst: PR-AUC {w['pr_auc'][0]:.3f} ({w['pr_auc'][1]}), precision@80%recall "
+            f"{w['precision_at_80_recall'][0]:.3f}, scenario recall@0.80 {w['scenario_recall_at_ticket'][0]:.2f} "
+            f"({w['scenario_recall_at_ticket'][1]}), look-alike FP/1k {w['lookalike_fp_per_1000'][0]:.1f} "
+            f"({w['lookalike_fp_per_1000'][1]})")
 
 
 def activate(reg: Registry, version: str, bootstrap: str, namespace: str, out: TextIO,
