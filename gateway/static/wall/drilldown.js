@@ -37,7 +37,7 @@
       const t = live && Number(live.version) >= Number(t0.version) ? { ...t0, ...live } : t0;
       return h("tr", { dataset: { id: t.ticket_id, status: t.status, version: t.version } },
         h("td", null, t.ticket_no), h("td", null, W.badge(t.priority)),
-        h("td", { class: "status" }, t.status, t.resolution ? ` · ${t.resolution}` : ""), h("td", null, t.title),
+        h("td", { class: "tstatus" }, t.status, t.resolution ? ` · ${t.resolution}` : ""), h("td", null, t.title),
         h("td", { class: "actions" }, W.ticketActions(t)));
     });
   }

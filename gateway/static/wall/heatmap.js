@@ -84,7 +84,7 @@
         const v = value(r, i);
         const td = h("td", { tabindex: 0, class: "hcell", dataset: { site: r.site_id, hour: i, value: v ?? "" },
           "aria-label": `${r.site_id} ${String(i).padStart(2, "0")}:00 local: ${r.flagged[i]} flagged of ${r.scores[i]} scores`,
-          onclick: () => openCell(r.site_id, i), onkeydown: (e) => { if (e.key === "Enter") openCell(r.site_id, i); } },
+          onclick: () => openCell(r.site_id, i), onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openCell(r.site_id, i); } } },
           v == null || v === 0 ? "" : H.metric === "mean" ? W.num(v) : String(v));
         if (v) { const c = colour(max ? v / max : 0); td.style.backgroundColor = c.bg; if (c.dark) td.classList.add("on-light"); }
         return td;

@@ -71,7 +71,7 @@
       tabindex: 0, class: "clickable", dataset: { id: i.incident_id, site: i.site_id || "" },
       "aria-label": `Incident ${i.title || i.incident_id}: open details`,
       onclick: () => openDrill(i.incident_id),
-      onkeydown: (e) => { if (e.key === "Enter") openDrill(i.incident_id); } },
+      onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openDrill(i.incident_id); } } },
       h("td", null, W.badge(i.combined_severity)), h("td", null, String(i.title || i.incident_id).slice(0, 200)),
       h("td", null, i.site_id || ""), h("td", { class: "when" }, W.when(i.last_seen, i.site_id))))));
   });
@@ -96,7 +96,7 @@
     $("ticket-count").textContent = all.length;
     W.keepFocus($("tickets"), () => $("tickets").replaceChildren(...rows.map((t) => h("tr", { dataset: { id: t.ticket_id, status: t.status || "", version: t.version ?? "" } },
       h("td", null, t.ticket_no || t.ticket_id), h("td", null, W.badge(t.priority)),
-      h("td", { class: "status" }, t.status || "", t.resolution ? ` · ${t.resolution}` : ""),
+      h("td", { class: "tstatus" }, t.status || "", t.resolution ? ` · ${t.resolution}` : ""),
       h("td", null, String(t.title || "").slice(0, 200)),
       h("td", { class: "actions" }, W.ticketActions ? W.ticketActions(t) : "")))));
   });

@@ -64,7 +64,8 @@
         svg("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), fill: sev ? FILL[sev] : "#2d3a46",
                         "fill-opacity": sev ? 0.85 : 0.5, stroke: "#e6edf3", "stroke-width": state.siteFilter === s.site_id ? 3 : 1 }),
         sev ? svg("text", { x: x.toFixed(1), y: (y + 4).toFixed(1), "text-anchor": "middle", class: "shape" }, W.SHAPE[sev]) : null,
-        svg("text", { x: (x + r + 3).toFixed(1), y: (y + 4).toFixed(1), class: "lbl" },
+        svg("text", { x: (x > SIZE * 0.6 ? x - r - 3 : x + r + 3).toFixed(1), y: (y + 4).toFixed(1), class: "lbl",
+                      "text-anchor": x > SIZE * 0.6 ? "end" : "start" },
             `${s.site_id}${o.open_incidents ? " · " + o.open_incidents : ""}`));
       const pick = () => W.setSiteFilter(state.siteFilter === s.site_id ? null : s.site_id);
       g.addEventListener("click", pick);

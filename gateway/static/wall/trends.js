@@ -14,17 +14,19 @@
   const T = { ev: null, inc: null, charts: {}, outOfRange: 0 };
   W.trends = T;
 
-  function axes() {
+  // x labels: "MM-DD hh:mm" over a day, "hh:mm" over the last hour (in the zone the toolbar picks)
+  function axes(short) {
     const stroke = "#8b98a5", grid = { stroke: "#2d3a46", width: 1 };
-    return [{ stroke, grid, ticks: grid, values: (u, vals) => vals.map((v) => W.when(v * 1000).slice(5, 16)) },
+    const label = (v) => (short ? W.when(v * 1000).slice(11, 16) : W.when(v * 1000).slice(5, 16));
+    return [{ stroke, grid, ticks: grid, values: (u, vals) => vals.map(label) },
             { stroke, grid, ticks: grid, size: 50 }];
   }
-  function chart(id, title, series, data, extra = {}) {
+  function chart(id, title, series, data, extra = {}, short = false) {
     const el = $(id);
     el.textContent = "";
     const width = Math.max(300, el.clientWidth || 400);
     const opts = { title, width, height: 170, series: [{ value: (u, v) => (v == null ? "–" : W.when(v * 1000)) }, ...series],
-                   axes: axes(), scales: { x: { time: false } }, legend: { live: true }, cursor: { drag: { x: false, y: false } }, ...extra };
+                   axes: axes(short), scales: { x: { time: false } }, legend: { live: true }, cursor: { drag: { x: false, y: false } }, ...extra };
     const u = new uPlot(opts, data, el);
     new ResizeObserver(() => { const w = Math.max(300, el.clientWidth); if (Math.abs(w - u.width) > 4) u.setSize({ width: w, height: 170 }); }).observe(el);
     return u;
@@ -46,6 +48,7 @@
       [T.inc.t, ...W.SEVERITIES.map((s) => T.inc.counts[s])]);
     W.loadLatency(d.latency);
     $("trends-panel").dataset.loaded = "1";
+    W.dirty("trends");
   };
   W.loadLatency = (l) => {
     const tAvg = l.targets_ms.avg, tP95 = l.targets_ms.p95;
@@ -65,7 +68,7 @@
       { label: "p95", stroke: "#E69F00", dash: [6, 3], width: 2, points: { show: true, size: 4 } },
       { label: "avg target", stroke: "#56B4E9", dash: [2, 4], width: 1, points: { show: false } },
       { label: "p95 target", stroke: "#E69F00", dash: [2, 4], width: 1, points: { show: false } }], data,
-      { scales: { x: { time: false }, y: { range: (u, mn, mx) => [0, Math.max(600, (mx || 0) * 1.1)] } } });
+      { scales: { x: { time: false }, y: { range: (u, mn, mx) => [0, Math.max(600, (mx || 0) * 1.1)] } } }, true);
   };
 
   // -- live counting -------------------------------------------------------------------------------------------
