@@ -195,7 +195,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         body = {"status": "success" if ok else "error", "data": {
             "consumer": None if consumer is None else {"group_id": consumer.group_id, "ready": consumer.ready.is_set(),
                                                        "error": repr(consumer.error) if consumer.error else None},
-            "websocket_clients": request.app.state.hub.client_count()}, "cached": False}
+            "websocket_clients": request.app.state.hub.client_count(),
+            "tenant_rings": len(request.app.state.hub.rings)}, "cached": False}
         return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
     async def openapi(_: Request) -> Response:

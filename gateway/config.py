@@ -65,7 +65,8 @@ class GatewayConfig:
     auth_failures_per_token: tuple[float, float] = (0.2, 5.0)  # failures presenting the same unknown token
     ws_connections_per_token: int = field(
         default_factory=lambda: int(os.environ.get("NOC_GATEWAY_WS_PER_TOKEN") or 20))
-    ws_messages_per_s: tuple[float, float] = (10.0, 40.0)  # inbound WebSocket messages per connection
+    ws_messages_per_s: tuple[float, float] = field(  # inbound WebSocket messages per connection
+        default_factory=lambda: _rate("NOC_GATEWAY_WS_MESSAGES_PER_S", (10.0, 40.0)))
     client_queue_max_bytes: int = 4 * 1024 * 1024  # a client's queued events, by bytes (besides the count)
     control_queue_max: int = 64  # replies (pong, subscribed) waiting for a client that does not read
     ws_stalled_close_s: float = 10.0  # a client whose socket stays full this long is closed with 4008

@@ -29,10 +29,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_gateway(cfg: GatewayConfig, port: int | None = None, **uvicorn_kw: Any) -> Iterator[str]:
-    """Serve ``create_app(cfg)`` on 127.0.0.1 in a background thread; yields the base URL."""
+def running_gateway(cfg: GatewayConfig, port: int | None = None, app: Any = None, **uvicorn_kw: Any) -> Iterator[str]:
+    """Serve ``app`` (default ``create_app(cfg)``) on 127.0.0.1 in a background thread; yields the base URL."""
     port = port or free_port()
-    config = uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+    config = uvicorn.Config(app if app is not None else create_app(cfg), host="127.0.0.1", port=port,
+                            log_level="warning", lifespan="on",
                             ws_max_size=64 * 1024, ws_per_message_deflate=False, **uvicorn_kw)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)

@@ -53,7 +53,7 @@ class RawWriter:
         return int(self._transport.get_write_buffer_size())
 
     def abort_if_stuck(self) -> None:
-        """Drop the TCP connection if bytes are still waiting for the client (it does not read)."""
+        """Drop the TCP connection unless it is closed already with nothing left to send."""
         if not self._transport.is_closing() or self._transport.get_write_buffer_size():
             self._transport.abort()
 

@@ -292,6 +292,20 @@ async def _watch_token(verifier: TokenVerifier, token: str | None, every_s: floa
             log.warning("token re-check skipped, database unavailable: %s", exc)  # keep serving meanwhile
 
 
+async def _cancel_all(tasks: tuple[asyncio.Task[Any], ...]) -> None:
+    """Cancel the connection's tasks and wait for them. Python 3.11's ``wait_for`` drops a cancellation that arrives
+    as the awaited future completes (fixed in 3.12), so a task still running is cancelled again."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=0.05)
+        pending = [t for t in pending if not t.done()]
+    for t in tasks:  # retrieve what they raised, so asyncio does not log it as never retrieved
+        if not t.cancelled():
+            t.exception()
+
+
 async def _deny(ws: WebSocket, status: int, message: str, headers: dict[str, str] | None = None) -> None:
     WS_CLOSED.labels(str(status)).inc()
     body = orjson.dumps({"status": "error", "message": message})
@@ -383,20 +397,18 @@ async def _serve(ws: WebSocket, tenant_id: int, token: str | None, offered: list
         hub.detach(conn.client)
         app_state.connections.discard(conn)
         WS_CLIENTS.dec()
-        for task in (receiver, conn.sender, watch, dog):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError, RuntimeError):
-            await asyncio.gather(receiver, conn.sender, watch, dog, return_exceptions=True)
+        await _cancel_all((receiver, conn.sender, watch, dog))
+        if conn.close_code != 1000:  # counted even when the socket is gone before the close frame could go
+            WS_CLOSED.labels(str(conn.close_code)).inc()
         if ws.application_state != WebSocketState.DISCONNECTED and ws.client_state != WebSocketState.DISCONNECTED:
-            if conn.close_code != 1000:
-                WS_CLOSED.labels(str(conn.close_code)).inc()
             closed = False
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
                 await asyncio.wait_for(ws.close(conn.close_code, conn.close_reason), CLOSE_WAIT_S)
                 closed = True
-            if conn.raw is not None and (not closed or conn.close_code == 4008):
-                # A client that does not read cannot take the close frame either: drop the TCP connection
-                # (with what is buffered for it) once the close frame had CLOSE_WAIT_S to go out.
-                if closed and not conn.raw.is_writable():
+            if conn.raw is not None and (not closed or conn.close_code != 1000):
+                # The gateway closed it for a reason (a limit, a violation, a client that does not read): the client
+                # gets CLOSE_WAIT_S to take the close frame and answer it, then the TCP connection is dropped with
+                # whatever is still buffered for it.
+                if closed:
                     await asyncio.sleep(CLOSE_WAIT_S)
                 conn.raw.abort_if_stuck()
