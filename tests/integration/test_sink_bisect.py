@@ -152,3 +152,28 @@ def test_the_sink_process_stops_with_a_clear_message_and_commits_nothing(
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(_rows(db, "SELECT 1 FROM activity")) == 10
     assert _rows(db, "SELECT reason, value FROM dead_letters") == [("UNKNOWN_SCHEMA", b"\xc3\x01not avro")]
+
+
+def test_a_refusal_no_record_explains_is_retried_then_stops_the_worker_with_nothing_committed(
+        db: str, kafka_bootstrap: str, namespace: str) -> None:
+    from confluent_kafka import Producer
+
+    from sinks.batching import Backoff, BatchPolicy
+    from sinks.worker import REFUSED_ATTEMPTS, SinkConfig, SinkWorker
+
+    produce_sites(kafka_bootstrap, namespace, [(1, "s1")])
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(5):
+        p.produce(topic("activity", namespace), key=b"1:p1", value=encode("activity_signal", activity(i)))
+    assert p.flush(30) == 0
+    with psycopg.connect(db, autocommit=True, connect_timeout=10) as conn:  # every write refused, whatever the row
+        conn.execute(b"CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                     b"$$ BEGIN RAISE EXCEPTION 'writes to % are suspended', TG_TABLE_NAME; END $$")
+        conn.execute(b"CREATE TRIGGER refuse BEFORE INSERT ON activity FOR EACH ROW EXECUTE FUNCTION refuse()")
+    w = SinkWorker(SinkConfig(dsn=db, bootstrap=kafka_bootstrap, namespace=namespace, topics=("activity",),
+                              group=f"sink-{namespace}", policy=BatchPolicy(100, 50), publish=False,
+                              until_caught_up=True, backoff=Backoff(0.05, 2.0, 0.2)))
+    with pytest.raises(SinkFatal, match=rf"refused a batch of 5 records {REFUSED_ATTEMPTS} times .*RaiseException: "
+                                        r"writes to activity_p20261101 are suspended; stopping without committing it"):
+        w.run()
+    assert w.stats.batches == 0 and not _rows(db, "SELECT 1 FROM dead_letters")  # nothing dead-lettered
