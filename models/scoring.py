@@ -3,7 +3,8 @@
 Sans-I/O apart from reading an artifact file when a model is (re)loaded. Risk bands (also in the
 fraud_score contract): LOW < 0.30 <= MEDIUM < 0.60 <= HIGH < 0.80 <= CRITICAL.
 
-Reasons are per-feature contributions in log-odds: the top three of at least 0.05, largest first. A model
+Reasons are per-feature contributions in log-odds: the top three of at least 0.05 among the features whose
+value is known, largest first, each described in words by :mod:`models.reasons`. A model
 computes them for *every* event with the compiled forest (:mod:`models.compiled`, Saabas path
 attribution — xgboost's ``approx_contribs``), which costs a few microseconds per event in a micro-batch;
 exact TreeSHAP (``pred_contribs``) costs about a millisecond per row and is not used inline.
@@ -100,7 +101,8 @@ class Scorer:
         margin, contrib = self.forest.margin(X, contributions=True)
         assert contrib is not None
         probs = self._proba(margin).tolist()
-        c = contrib[:, :N_FEATURES]
+        # An unknown value (NaN) is no evidence to name: such features never rank as reasons.
+        c = np.where(np.isnan(X), -np.inf, contrib[:, :N_FEATURES])
         # Top three per row in one vectorised sort; ties go to the lower feature index (stable sort).
         top = np.argsort(-c, axis=1, kind="stable")[:, :TOP_REASONS]
         top_c = np.take_along_axis(c, top, axis=1)
