@@ -13,6 +13,7 @@ AREAS = (
     "infra.cli_infra",
     "infra.cli_topics",
     "infra.cli_demo",
+    "infra.supervise",
     "infra.cli_verify",
     "simulator.cli",
     "streams.cli",
