@@ -1,7 +1,8 @@
 """The worker's site stage: SITE windows, baselines and statistical anomalies, keyed by site (the edge of
 :mod:`streams.core.sites`).
 
-* The pipeline's input loop forwards each PERSON window it emits to the internal topic ``<ns>.noc-worker-sites``
+* The pipeline's input loop forwards each PERSON window it emits, and each feed event announcing an alert or
+  finding about a site alone (the site's correlation evidence), to the internal topic ``<ns>.noc-worker-sites``
   (6 partitions, keyed ``tenant:site``), then, per input partition whose clock moved, a clock marker to every
   partition of it (``forward``). Same producer, sent before the pipeline's state is committed: a crash
   re-forwards them (person window ids dedupe; clocks only move forward).
@@ -13,10 +14,11 @@
   FALSE_POSITIVE / FRAUD_CONFIRMED becomes a feedback record to the anomaly's site.
 * :func:`request_retune` (``noc baselines retune``) broadcasts an on-demand retune record.
 
-A PERSON window is forwarded as its Avro bytes (the signal-windows record). The other envelopes on the internal
-topic are orjson: ``{"k": "c", "p": partition, "c": clock}``, ``{"k": "e", "p": partition}`` (that person
-partition has no activity record at all), ``{"k": "f", ...ticket_feedback}``, ``{"k": "r", "tenant_id",
-"site_id", "at"}``; ``{"k": "w", "r": window}`` is a window forwarded by an older worker, still read.
+A PERSON window is forwarded as its Avro bytes (the signal-windows record), site evidence as its feed event's
+(noc_event). The other envelopes on the internal topic are orjson: ``{"k": "c", "p": partition, "c": clock}``,
+``{"k": "e", "p": partition}`` (that person partition has no activity record at all),
+``{"k": "f", ...ticket_feedback}``, ``{"k": "r", "tenant_id", "site_id", "at"}``; ``{"k": "w", "r": window}`` is
+a window forwarded by an older worker, still read.
 
 Configuration (tests, tuning): ``NOC_SITE_CONFIG`` = JSON ``{"baselines": {...BaselineConfig fields}}``;
 unset: the defaults.
@@ -37,7 +39,8 @@ from schemas.serde import MAGIC, DecodeError, SchemaStore
 from schemas.topics import PERSON_PARTITIONS, site_key
 from streams.batch_loop import BatchLoop, ensure_changelog, ensure_topic
 from streams.core.baselines import BaselineConfig
-from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, ticket_feedback
+from streams.core.feed import FEED_STEM
+from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, site_evidence, ticket_feedback
 from streams.core.types import Out, Record
 
 log = logging.getLogger("streams.sites")
@@ -119,6 +122,8 @@ class SiteEdge:
         for o, value in zip(outs, encoded, strict=True):
             if o.stem == "signal_window" and o.record.get("site_id") and o.record.get("scope") == "PERSON":
                 send(self.name, site_key(int(o.record["tenant_id"]), str(o.record["site_id"])), value, -1)
+            elif site_evidence(o) is not None:  # an alert or finding about a site alone: the stage correlates it
+                send(self.name, site_key(int(o.record["tenant_id"]), str(o.record["site_id"])), value, -1)
         for p in sorted(set(empty) - self._announced):
             self._announced.add(p)
             for q in range(SITE_PARTITIONS):
@@ -146,14 +151,20 @@ class SiteEdge:
 
     def apply(self, store: StateStore, q: int, value: bytes | None, res: SiteResult) -> None:
         st = self.stage
-        if value is not None and value[:2] == MAGIC:  # a forwarded window, as produced to signal-windows
+        if value is not None and value[:2] == MAGIC:  # a forwarded window or feed event, as produced
             try:
-                _, win = self.schemas.decode(value, expected="signal_window")
-            except DecodeError as exc:
-                log.warning("site stage: bad window on %s[%d] skipped: %s", self.name, q, exc)
+                stem, rec = self.schemas.decode(value)
+                ev = site_evidence(Out("events", b"", stem, rec)) if stem == FEED_STEM else None
+                if stem != "signal_window" and ev is None:
+                    raise DecodeError("WRONG_SCHEMA", f"{stem} is neither a window nor site evidence")
+            except (DecodeError, orjson.JSONDecodeError) as exc:
+                log.warning("site stage: bad record on %s[%d] skipped: %s", self.name, q, exc)
                 res.counts["bad"] += 1
                 return
-            st.window(store, q, win, res)
+            if ev is not None:
+                st.evidence(store, q, ev[0], ev[1], res)
+            else:
+                st.window(store, q, rec, res)
             return
         try:
             env = orjson.loads(value or b"")

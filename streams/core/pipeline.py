@@ -19,7 +19,8 @@ partition ``p`` and rebuilt per partition:
 * ``<p>|ps|<person>`` / ``<p>|dev|<device>``: fraud feature state (``models.features``). Device state is
   partition-local: punches of two people on one device are only seen together when both people hash to
   the same partition (a known gap; ``device_registered`` from ref.people still flags a foreign device).
-* ``<p>|corr|<key>``, ``<p>|esc|<key>``: correlation and escalation state.
+* ``<p>|corr|<key>``, ``<p>|esc|<key>``: correlation (of person keys: evidence about a site alone is
+  correlated by the site stage, ``streams.core.sites``) and escalation state.
 
 **Event-time sweep (determinism).** A record is LATE (dead-lettered) when it is more than ``grace`` behind
 the watermark of its *own* topic partition — a property of that partition's order alone. Every other record
@@ -669,6 +670,8 @@ class Pipeline:
                 res.outs.extend(feed_events(out.stem, out.record))
                 if out.topic == "ticket-commands" and out.record.get("category") == "SECURITY_FRAUD":
                     res.fraud_tickets += 1
+        if not record.get("person_id"):
+            return  # about a site alone: correlated by the site stage, with the site's anomalies (core.sites)
         ckey = f"{p}|corr|{key}"
         cst = s.obj(ckey, CorrelationState.from_dict)
         incidents = self.correlator.on_record(cst, stem, record)

@@ -16,9 +16,19 @@ partition the marker comes after the windows it covers). :class:`SiteStage` cons
   in practice.) A site window closes when the watermark reaches its end; windows close per site in time
   order and go to the site's :class:`SiteBaselines` (anomalies, baseline records). A person window arriving
   after its site window closed is dropped (counted as ``late``).
-* Feedback (a ticket resolved FALSE_POSITIVE / FRAUD_CONFIRMED whose ``related_event_id`` is an anomaly id)
-  and on-demand retunes are routed to the site's baselines; scheduled retunes happen inside
-  :meth:`SiteBaselines.observe_window` in window event time.
+* Correlation of a site's evidence about no person (key ``tenant:site:<id>``): the site's statistical anomalies
+  and the alerts and audit findings about the site that the pipeline announces on the feed (``alert_created`` /
+  ``finding_created`` with no person; :func:`site_evidence`). The edge forwards those feed events like the
+  person windows, so a piece of time ``t`` has arrived once the watermark passes ``t``; pieces are held until
+  then and, as windows close, correlated in ``(event time, kind, id)`` order with the anomalies of those windows,
+  each preceded by the incident timers due before it (as the pipeline does for person keys, and with the same
+  :class:`~streams.core.correlation.Correlator`). So the site's incidents hold alerts, findings and anomalies
+  alike, and are the same whatever the interleaving. (The pipeline leaves site-keyed evidence to this stage.)
+  A piece arriving after the watermark passed it (live only: an idle sparse topic woke up) is correlated at once.
+* Feedback (a ticket resolved FALSE_POSITIVE / FRAUD_CONFIRMED whose ``related_event_id`` is an anomaly id, or
+  the id of an incident of the site holding anomalies: each of them is reviewed) and on-demand retunes are
+  routed to the site's baselines; scheduled retunes happen inside :meth:`SiteBaselines.observe_window` in
+  window event time.
 
 Sans-I/O and deterministic: per site the output depends only on which person windows arrived before the
 watermark passed them, never on their order (contributions are summed in window-id order). State keys (for a
@@ -34,18 +44,40 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from schemas.topics import PERSON_PARTITIONS, person_key
 from streams.core.baselines import BaselineConfig, SiteBaselines, Verdict, verdict_from_resolution
-from streams.core.feed import feed_events
+from streams.core.correlation import CorrelationConfig, CorrelationState, Correlator
+from streams.core.feed import FEED_STEM, feed_events
+from streams.core.ids import event_time, evidence_id
 from streams.core.types import Out, Record
 from streams.core.windows import SIGNALS, WindowConfig, window_id
+
+# Feed events announcing site evidence, and the stem of the record each carries as its payload.
+EVIDENCE_FEED = {"alert_created": "noc_alert", "finding_created": "audit_finding"}
+# Order of simultaneous pieces (then their ids): fixed, so correlation does not depend on arrival.
+EVIDENCE_RANK = {"noc_alert": 0, "audit_finding": 1, "anomaly": 2}
+MAX_INCIDENT_LINKS = 256  # per site: incidents whose anomalies a ticket on the incident can review
 
 
 @dataclass(frozen=True, slots=True)
 class SiteConfig:
     windows: WindowConfig = field(default_factory=WindowConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     sources: int = PERSON_PARTITIONS  # person partitions whose clocks make the watermark
+
+
+def site_evidence(out: Out) -> tuple[str, Record] | None:
+    """``(stem, record)`` when ``out`` is the feed event of an alert or finding about a site and no person: the
+    evidence the pipeline leaves to the site stage's correlation (the edge forwards it, keyed by site)."""
+    if out.stem != FEED_STEM or out.record.get("person_id") or not out.record.get("site_id"):
+        return None
+    stem = EVIDENCE_FEED.get(str(out.record.get("type")))
+    if stem is None:
+        return None
+    return stem, orjson.loads(out.record["payload"])
 
 
 class StateStore(Protocol):
@@ -74,11 +106,21 @@ class SiteAgg:
         self.open: dict[int, dict[str, list[Any]]] = {}
         self.closed_to: int | None = None  # every window ending at or before this has closed
         self.book = SiteBaselines.new(tenant_id, site_id, cfg.baselines)
+        self.corr = CorrelationState()  # the site's incidents (key tenant:site:<id>)
+        self.held: list[tuple[int, int, str, str, Record]] = []  # evidence waiting for the watermark, sorted
+        self.links: dict[str, list[str]] = {}  # incident id -> its anomaly ids (newest incidents last)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": 1, "tenant_id": self.tenant_id, "site_id": self.site_id,
-                "open": [[s, {k: list(v) for k, v in sorted(c.items())}] for s, c in sorted(self.open.items())],
-                "closed_to": self.closed_to, "book": self.book.to_dict()}
+        d = {"v": 1, "tenant_id": self.tenant_id, "site_id": self.site_id,
+             "open": [[s, {k: list(v) for k, v in sorted(c.items())}] for s, c in sorted(self.open.items())],
+             "closed_to": self.closed_to, "book": self.book.to_dict()}
+        if not self.corr.is_empty():
+            d["corr"] = self.corr.to_dict()
+        if self.held:
+            d["held"] = [list(h) for h in self.held]
+        if self.links:
+            d["links"] = [[k, v] for k, v in self.links.items()]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], cfg: SiteConfig) -> SiteAgg:
@@ -86,11 +128,68 @@ class SiteAgg:
         a.open = {int(s): {k: list(v) for k, v in c.items()} for s, c in d["open"]}
         a.closed_to = d["closed_to"]
         a.book = SiteBaselines.from_dict(d["book"], cfg.baselines)
+        a.corr = CorrelationState.from_dict(d.get("corr"))
+        a.held = [(int(t), int(r), str(i), str(stem), rec) for t, r, i, stem, rec in d.get("held", [])]
+        a.links = {str(k): list(v) for k, v in d.get("links", [])}
         return a
 
     def next_due(self) -> int | None:
-        """Watermark at which the next open window closes."""
-        return min(self.open) + self.cfg.windows.size_ms if self.open else None
+        """Watermark at which something is next due: a window closes, a held piece of evidence is released or an
+        incident times out."""
+        due = [min(self.open) + self.cfg.windows.size_ms] if self.open else []
+        if self.held:
+            due.append(self.held[0][0])
+        corr = self.corr.next_deadline(self.cfg.correlation)
+        if corr is not None:
+            due.append(corr)
+        return min(due) if due else None
+
+    def hold(self, stem: str, record: Record) -> bool:
+        """Keep a piece of evidence until the watermark passes it; False when it is already known (redelivered)."""
+        eid = evidence_id(stem, record)
+        if self.corr.knows(eid) or any(h[2] == eid for h in self.held):
+            return False
+        item = (event_time(stem, record), EVIDENCE_RANK[stem], eid, stem, record)
+        self.held.append(item)
+        self.held.sort(key=lambda h: h[:3])
+        return True
+
+    def correlate(self, correlator: Correlator, pieces: list[tuple[int, int, str, str, Record]],
+                  upto: int | None) -> list[Out]:
+        """Correlate ``pieces`` in (time, kind, id) order, each after the incident timers due before it, then the
+        timers due by ``upto``; incidents (with their feed events) out."""
+        outs: list[Out] = []
+        for t, _rank, _eid, stem, record in sorted(pieces, key=lambda h: h[:3]):
+            outs.extend(self._timers(correlator, t - 1))
+            for o in correlator.on_record(self.corr, stem, record):
+                outs.append(o)
+                outs.extend(feed_events(o.stem, o.record))
+                self._link(o.record)
+        if upto is not None:
+            outs.extend(self._timers(correlator, upto))
+        return outs
+
+    def _timers(self, correlator: Correlator, upto: int) -> list[Out]:
+        outs: list[Out] = []
+        due = self.corr.next_deadline(self.cfg.correlation)
+        while due is not None and due <= upto:
+            for o in correlator.on_watermark(self.corr, due):
+                outs.append(o)
+                outs.extend(feed_events(o.stem, o.record))
+            nxt = self.corr.next_deadline(self.cfg.correlation)
+            if nxt == due:
+                break
+            due = nxt
+        return outs
+
+    def _link(self, incident: Record) -> None:
+        anomalies = [e["event_id"] for e in incident["evidence"] if e["kind"] == "ANOMALY"]
+        if not anomalies:
+            return
+        self.links.pop(incident["incident_id"], None)
+        self.links[incident["incident_id"]] = anomalies
+        while len(self.links) > MAX_INCIDENT_LINKS:  # bounded: the oldest incidents' links go first
+            del self.links[next(iter(self.links))]
 
     def add(self, win: Record) -> str:
         """COUNTED, DUPLICATE or LATE (its site window already closed)."""
@@ -107,9 +206,12 @@ class SiteAgg:
         contribs[wid] = [*(win[s] for s in SIGNALS), int(win["event_count"]), int(win["late_event_count"]), tours]
         return "COUNTED"
 
-    def close_upto(self, watermark: int, timezone: str) -> list[Out]:
+    def close_upto(self, watermark: int, timezone: str, correlator: Correlator | None = None) -> list[Out]:
+        """Close the windows ending by ``watermark`` (SITE windows, baseline records, anomalies); with a
+        ``correlator``, then correlate their anomalies with the held evidence the watermark passed."""
         size = self.cfg.windows.size_ms
         outs: list[Out] = []
+        pieces: list[tuple[int, int, str, str, Record]] = []
         for start in sorted(s for s in self.open if s + size <= watermark):
             win = self._window(start, self.open.pop(start))
             outs.append(Out("signal-windows", person_key(self.tenant_id, None, self.site_id), "signal_window", win))
@@ -117,8 +219,17 @@ class SiteAgg:
                 outs.append(o)
                 if o.stem == "anomaly":
                     outs.extend(feed_events(o.stem, o.record))
+                    pieces.append((event_time(o.stem, o.record), EVIDENCE_RANK[o.stem],
+                                   evidence_id(o.stem, o.record), o.stem, o.record))
         if self.closed_to is None or watermark > self.closed_to:
             self.closed_to = watermark
+        if correlator is not None:
+            n = 0
+            while n < len(self.held) and self.held[n][0] <= watermark:
+                n += 1
+            pieces.extend(self.held[:n])
+            del self.held[:n]
+            outs.extend(self.correlate(correlator, pieces, watermark))
         return outs
 
     def _window(self, start: int, contribs: dict[str, list[Any]]) -> Record:
@@ -169,6 +280,7 @@ class SiteStage:
         """``timezone_of(tenant, site)``: the site's IANA zone from reference data ("UTC" when unknown)."""
         self.cfg = cfg or SiteConfig()
         self.timezone_of = timezone_of
+        self.correlator = Correlator(self.cfg.correlation)
         self._aggs: dict[str, SiteAgg] = {}  # decoded states, by state key
         self._clk: dict[int, dict[str, Any]] = {}  # per partition: source clocks and empty sources
         self._due: dict[int, dict[str, int]] = {}  # per partition: state key -> next due watermark
@@ -275,25 +387,50 @@ class SiteStage:
         due = self._index(store, q)
         for _, key in sorted((d, k) for k, d in due.items() if d <= wm):
             a = self._agg(store, key)
-            outs = a.close_upto(wm, self.timezone_of(a.tenant_id, a.site_id))
+            outs = a.close_upto(wm, self.timezone_of(a.tenant_id, a.site_id), self.correlator)
             res.outs.extend(outs)
             res.counts["site_windows"] += sum(o.stem == "signal_window" for o in outs)
             res.counts["anomalies"] += sum(o.stem == "anomaly" for o in outs)
+            res.counts["incident_revisions"] += sum(o.stem == "correlated_incident" for o in outs)
             self._touch(store, q, key, a, res)
+
+    def evidence(self, store: StateStore, q: int, stem: str, record: Record, res: SiteResult) -> None:
+        """An alert or finding about a site and no person (:func:`site_evidence`): held until the watermark passes
+        it, then correlated with the site's anomalies; at once if the watermark has passed it already."""
+        tenant, site = int(record["tenant_id"]), str(record["site_id"])
+        key = f"{q}|site|{tenant}:{site}"
+        a = self._agg(store, key, tenant, site)
+        if not a.hold(stem, record):
+            res.counts["evidence_duplicate"] += 1
+            return
+        res.counts["evidence"] += 1
+        wm = self.watermark(store, q)
+        if wm is not None and a.held[0][0] <= wm:  # behind the watermark: correlated now
+            res.counts["evidence_behind_watermark"] += 1
+            pieces = [h for h in a.held if h[0] <= wm]
+            a.held = [h for h in a.held if h[0] > wm]
+            outs = a.correlate(self.correlator, pieces, None)
+            res.outs.extend(outs)
+            res.counts["incident_revisions"] += len([o for o in outs if o.stem == "correlated_incident"])
+        self._touch(store, q, key, a, res)
 
     def feedback(self, store: StateStore, q: int, tenant: int, site: str | None, anomaly_id: str,
                  verdict: Verdict, at_ms: int, res: SiteResult) -> None:
-        """A review of an anomaly; routed to its site (or, site unknown, to whichever site of ``q`` raised it)."""
+        """A review of an anomaly, or of every anomaly of an incident of the site (``anomaly_id`` is then the
+        incident id); routed to its site (or, site unknown, to whichever site of ``q`` raised it)."""
         prefix = f"{q}|site|{tenant}:"
         keys = [f"{prefix}{site}"] if site else self._site_keys(store, prefix)
         for key in keys:
             if key not in self._aggs and store.get(key) is None:
                 continue
             a = self._agg(store, key)
-            if anomaly_id not in a.book.pending:
+            ids = [anomaly_id] if anomaly_id in a.book.pending else a.links.get(anomaly_id, [])
+            reviewed = [i for i in ids if i in a.book.pending]
+            if not reviewed:
                 continue
-            res.outs.extend(a.book.feedback(anomaly_id, verdict, at_ms))
-            res.counts["feedback"] += 1
+            for i in reviewed:
+                res.outs.extend(a.book.feedback(i, verdict, at_ms))
+                res.counts["feedback"] += 1
             self._touch(store, q, key, a, res)
 
     def retune(self, store: StateStore, q: int, tenant: int | None, site: str | None, at_ms: int | None,
@@ -332,6 +469,10 @@ class SiteStage:
         for o in outs:
             if o.stem == "signal_window":
                 self.window(store, 0, o.record, res)
+            else:
+                ev = site_evidence(o)
+                if ev is not None:
+                    self.evidence(store, 0, ev[0], ev[1], res)
         for source in sorted(empty):
             self.empty(store, 0, source, res)
         for source, clock in sorted(clocks.items()):
@@ -341,7 +482,7 @@ class SiteStage:
 
 def ticket_feedback(ticket: Record, broker_time_ms: int | None = None) -> dict[str, Any] | None:
     """The baseline feedback a ticket carries, or None: resolved (RESOLVED/CLOSED) as FALSE_POSITIVE or
-    FRAUD_CONFIRMED with a ``related_event_id`` (taken as an anomaly id; other ids match no pending anomaly).
+    FRAUD_CONFIRMED with a ``related_event_id`` (an anomaly id, or the id of an incident whose anomalies are reviewed).
     Its time ``at`` (the baseline's ``updated_at`` only moves forward) is the ticket's ``occurred_at``, at most
     ``broker_time_ms`` (the record's Kafka timestamp) when given: a ticket stamped ahead moves it no further
     than the time the broker accepted it."""
@@ -357,4 +498,4 @@ def ticket_feedback(ticket: Record, broker_time_ms: int | None = None) -> dict[s
             "anomaly_id": str(ticket["related_event_id"]), "verdict": verdict, "at": at}
 
 
-__all__ = ["SiteAgg", "SiteConfig", "SiteResult", "SiteStage", "ticket_feedback"]
+__all__ = ["SiteAgg", "SiteConfig", "SiteResult", "SiteStage", "site_evidence", "ticket_feedback"]

@@ -381,3 +381,179 @@ def test_evidence_from_another_site_survives_the_compact_state() -> None:
     again = CorrelationState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
     assert again.incidents[0].evidence[1].site_id == "s2"
+
+
+# -- a site's statistical anomalies in correlation (the site stage, streams.core.sites) ------------------------
+
+def _site_drive(items: list[tuple[str, object]], roundtrip_every: int = 0) -> list[Out]:
+    """Person windows ("w"), clock markers ("c"), site evidence as the pipeline's feed event ("e") and tickets
+    ("t") into one site partition, committed after each; optionally the state reloaded from JSON now and then."""
+    import json
+
+    from test_site_stage import SMALL
+
+    from streams.core.pipeline import DictStore
+    from streams.core.sites import SiteConfig, SiteResult, SiteStage, site_evidence
+
+    st, store = SiteStage(lambda t, s: "UTC", SiteConfig(sources=2, baselines=SMALL)), DictStore()
+    outs: list[Out] = []
+    for i, (kind, x) in enumerate(items):
+        res = SiteResult()
+        if kind == "w":
+            st.window(store, 0, x, res)  # type: ignore[arg-type]
+        elif kind == "c":
+            st.clock(store, 0, x[0], x[1], res)  # type: ignore[index]
+        elif kind == "t":
+            st.ticket(store, 0, x, res)  # type: ignore[arg-type]
+        else:
+            ev = site_evidence(x)  # type: ignore[arg-type]
+            assert ev is not None
+            st.evidence(store, 0, ev[0], ev[1], res)
+        res.commit(store)
+        outs += res.outs
+        if roundtrip_every and i % roundtrip_every == 0:
+            store.data = json.loads(json.dumps(store.data))
+            st.forget()
+    return outs
+
+
+def _site_alert() -> tuple[Record, Out]:
+    """A HIGH alert about site s1 and no one, two minutes before the end of the history's spike window, and the
+    feed event the pipeline announces it with."""
+    from test_site_stage import SIZE
+    from test_site_stage import T0 as S0
+
+    from streams.core.feed import feed_events
+
+    a = alert("door-1", S0 + 67 * SIZE - 2 * MIN, person=None, severity="HIGH", kind="DOOR_FORCED")
+    (ev,) = feed_events("noc_alert", a)
+    return a, ev
+
+
+def _incidents(outs: list[Out]) -> dict[str, Record]:
+    final: dict[str, Record] = {}
+    for o in outs:
+        if o.stem == "correlated_incident":
+            final[o.record["incident_id"]] = o.record
+    return final
+
+
+def test_a_site_anomaly_joins_the_sites_incident_like_any_other_evidence() -> None:
+    from test_site_stage import _history
+
+    a, ev = _site_alert()
+    outs = _site_drive([("e", ev), *_history()])
+    spikes = [o.record for o in outs if o.stem == "anomaly" and o.record["observed"] >= 120]
+    assert spikes
+    inc = [i for i in _incidents(outs).values() if a["event_id"] in i["related_event_ids"]]
+    assert len(inc) == 1
+    i = inc[0]
+    assert i["kinds"] == ["ANOMALY", "NOC_ALERT"] and i["person_id"] is None and i["site_id"] == "s1"
+    assert spikes[0]["anomaly_id"] in i["related_event_ids"]
+    assert i["incident_id"] == stable_id("inc", "1:site:s1", "door-1")  # the alert came first in event time
+    assert spikes[0]["severity"] == "CRITICAL"  # the spike is severe: the incident takes its severity
+    assert i["combined_severity"] == "CRITICAL" and i["status"] == "OPEN"  # the history ends before its close
+    encodes([o for o in outs if o.stem in ("correlated_incident", "noc_event", "anomaly")])  # the contracts hold
+    feed = [o.record["type"] for o in outs if o.stem == "noc_event" and o.record["type"].startswith("incident_")]
+    assert feed.count("incident_created") == len(_incidents(outs))
+
+
+def test_site_correlation_does_not_depend_on_arrival_redelivery_or_restarts() -> None:
+    from test_site_stage import _history
+
+    _a, ev = _site_alert()
+    history = _history()
+    clean = _site_drive([("e", ev), *history])
+    # the alert forwarded at any moment before the watermark passes it, twice, with state reloads
+    passes = next(n for n, (k, x) in enumerate(history) if k == "c" and x[0] == 1  # type: ignore[index]
+                  and x[1] >= ev.record["timestamp"])  # type: ignore[index]
+    for at in (10, passes - 3, passes):
+        items = [*history[:at], ("e", ev), *history[at:at + 5], ("e", ev), *history[at + 5:]]
+        assert _incidents(_site_drive(items, roundtrip_every=5)) == _incidents(clean), at
+    assert [o.record for o in _site_drive([*history[:40], ("e", ev), *history[40:]]) if o.stem != "noc_event"] \
+        == [o.record for o in clean if o.stem != "noc_event"]
+
+
+def test_a_false_positive_ticket_on_a_site_incident_feeds_its_anomalies_baselines() -> None:
+    from test_site_stage import _history
+
+    a, ev = _site_alert()
+    outs = _site_drive([("e", ev), *_history()])
+    (inc,) = [i for i in _incidents(outs).values() if a["event_id"] in i["related_event_ids"]]
+    anomaly_ids = [e["event_id"] for e in inc["evidence"] if e["kind"] == "ANOMALY"]
+    anomalies = {o.record["anomaly_id"]: o.record for o in outs if o.stem == "anomaly"}
+    ticket = {"tenant_id": 1, "site_id": "s1", "status": "RESOLVED", "resolution": "FALSE_POSITIVE",
+              "related_event_id": inc["incident_id"], "occurred_at": inc["last_seen"] + HOUR}
+    again = _site_drive([("e", ev), *_history(), ("t", ticket), ("t", ticket)])
+    fed = [o.record for o in again[len(outs):] if o.stem == "baseline"]
+    assert sorted(b["baseline_id"] for b in fed) == sorted(anomalies[i]["baseline_id"] for i in anomaly_ids)
+    assert all(b["false_positive_rate"] == 1.0 and b["feedback_total"] == 1 for b in fed)  # the repeat: nothing
+    # a ticket naming an incident without anomalies (or unknown) reviews nothing
+    other = {**ticket, "related_event_id": stable_id("inc", "1:site:s1", "nope")}
+    assert _site_drive([("e", ev), *_history(), ("t", other)]) == outs
+
+
+def test_the_pipeline_leaves_site_evidence_to_the_site_stage_which_correlates_it_as_one_engine_would() -> None:
+    """Over a simulated world run through the pipeline and the site stage in batches of two sizes: no incident
+    about a site alone comes from the pipeline; the site stage's incidents are exactly those of one correlation
+    engine fed the site evidence and the site anomalies in event-time order; and they do not depend on batching."""
+    import zlib
+    from collections import Counter
+
+    from models.scoring import ModelCache
+    from simulator.config import HOUR_MS, SimConfig
+    from simulator.generate import generate
+    from streams.core.ids import event_time, evidence_id
+    from streams.core.pipeline import INPUT_STEMS, DictStore, Incoming, Pipeline, References
+    from streams.core.sites import EVIDENCE_RANK, SiteStage, site_evidence
+
+    sim = SimConfig(seed=11, tenants=1, sites_per_tenant=4, guards_per_site=3, span=12 * HOUR_MS,
+                    alerts_per_site_hour=2.0)
+
+    def run(batch: int) -> tuple[list[Out], list[Out], int]:
+        refs = References()
+        pipe = Pipeline(refs, ModelCache())
+        records: list[Incoming] = []
+        lanes: Counter[tuple[str, int]] = Counter()
+        for r in generate(sim):
+            value = serde.encode(r.stem, r.record)
+            if r.topic.startswith("ref."):
+                pipe.apply_reference(r.topic, value)
+            if r.topic in INPUT_STEMS:
+                p = zlib.crc32(r.key) % 6
+                records.append(Incoming(r.topic, p, lanes[(r.topic, p)], r.key, value, r.at))
+                lanes[(r.topic, p)] += 1
+        refs.mark_loaded()
+        st = SiteStage(lambda t, s: "UTC")
+        silent = set(range(6)) - {r.partition for r in records if r.topic == "activity"}
+        store, sstore = DictStore(), DictStore()
+        pouts: list[Out] = []
+        souts: list[Out] = []
+        for i in range(0, len(records), batch):
+            res = pipe.process(store, records[i:i + batch], "t")
+            res.commit()
+            pouts += res.outs
+            sres = st.run_person_outputs(sstore, res.outs, res.clocks, empty=silent)
+            sres.commit(sstore)
+            souts += sres.outs
+        wm = st.watermark(sstore, 0)
+        assert wm is not None
+        return pouts, souts, wm
+
+    pouts, souts, wm = run(1000)
+    assert not [o for o in pouts if o.stem == "correlated_incident" and o.record["person_id"] is None]
+    pieces = [(event_time(stem, rec), EVIDENCE_RANK[stem], evidence_id(stem, rec), stem, rec)
+              for stem, rec in (site_evidence(o) for o in pouts if site_evidence(o) is not None)]  # type: ignore[misc]
+    pieces += [(event_time("anomaly", o.record), EVIDENCE_RANK["anomaly"], o.record["anomaly_id"], "anomaly",
+                o.record) for o in souts if o.stem == "anomaly"]
+    eng = CorrelationEngine()
+    want: list[Out] = []
+    for t, _r, _i, stem, rec in sorted(p for p in pieces if p[0] <= wm):
+        want += eng.advance(t - 1)
+        want += eng.process(stem, rec)
+    want += eng.advance(wm)
+    got = _incidents(souts)
+    assert got and got == _incidents(want)
+    assert any("NOC_ALERT" in i["kinds"] for i in got.values())
+    _p, souts_500, _w = run(500)
+    assert _incidents(souts_500) == got
