@@ -133,10 +133,11 @@ def judge_model(models: Sequence[Mapping[str, Any]]) -> Check:
 
 
 def judge_fraud_tickets(tickets: int, scores: Mapping[str, float | None]) -> Check:
-    """SECURITY_FRAUD tickets exist, and the score behind each one looked at is known and >= 0.80."""
+    """Auto-created SECURITY_FRAUD tickets exist, and the score behind each one looked at is known and >= 0.80."""
     shown = ", ".join(f"{no} {s:.0%}" if s is not None else f"{no} score not found" for no, s in scores.items())
     ok = tickets > 0 and bool(scores) and all(s is not None and s >= FRAUD_THRESHOLD for s in scores.values())
-    return Check("fraud tickets", ok, f"{tickets:,} SECURITY_FRAUD ticket(s)" + (f": {shown}" if shown else ""))
+    return Check("fraud tickets", ok, f"{tickets:,} auto-created SECURITY_FRAUD ticket(s)"
+                 + (f": {shown}" if shown else ""))
 
 
 def judge_routes(results: Sequence[tuple[str, int, str | None, float]]) -> Check:
@@ -192,6 +193,7 @@ class Verifier:
         self.ws_wait_s = ws_wait_s
         self.poke = poke
         self._ticket_rows: list[dict[str, Any]] | None = None
+        self._tenant: int | None = None
 
     # REST
 
@@ -223,7 +225,7 @@ class Verifier:
             raise ApiFailure(f"GET {full}: HTTP {code}{f' ({message})' if message else ''}")
         return body["data"]
 
-    def pages(self, path: str, limit: int = 500, max_pages: int = 20, **query: Any) -> list[dict[str, Any]]:
+    def pages(self, path: str, limit: int = 200, max_pages: int = 50, **query: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         offset: int | None = 0
         for _ in range(max_pages):
@@ -239,7 +241,7 @@ class Verifier:
         from psycopg.rows import dict_row
 
         with psycopg.connect(self.dsn, connect_timeout=int(max(1, self.timeout_s)), row_factory=dict_row) as conn:
-            conn.execute("SET statement_timeout = %s", (int(self.timeout_s * 1000),))
+            conn.execute(f"SET statement_timeout = {int(self.timeout_s * 1000)}")
             return conn.execute(sql, params).fetchall()
 
     # the checks
@@ -287,24 +289,39 @@ class Verifier:
             self._ticket_rows = self.pages(f"{PREFIX}/tickets/")
         return self._ticket_rows
 
+    def tenant(self) -> int:
+        """The token's tenant (the API answers for it alone, so the database figures are taken for it too)."""
+        if self._tenant is None:
+            parts = self.token.split("_")
+            rows = self._pg("SELECT tenant_id FROM gateway_tokens WHERE token_id = %s",
+                            (parts[1] if len(parts) >= 3 else "",))
+            if not rows:
+                raise ValueError("the token is unknown to the database (another deployment's?)")
+            self._tenant = int(rows[0]["tenant_id"])
+        return self._tenant
+
     def escalation(self) -> Check:
-        audit = sum(1 for t in self._tickets() if t.get("category") == "SECURITY_AUDIT")
+        audit = sum(1 for t in self._tickets()
+                    if t.get("category") == "SECURITY_AUDIT" and t.get("source") == "SYSTEM_GENERATED")
         rows = self._pg("SELECT count(*) FILTER (WHERE severity IN ('HIGH', 'CRITICAL') AND finding_type IS NOT NULL) "
                         "AS high, count(*) FILTER (WHERE severity IN ('HIGH', 'CRITICAL') AND escalated_to_ticket) "
-                        "AS escalated FROM audit_findings")
+                        "AS escalated FROM audit_findings WHERE tenant_id = %s", (self.tenant(),))
         return judge_escalation(int(rows[0]["high"]), int(rows[0]["escalated"]), audit)
 
     def baselines(self) -> Check:
         rows = self._pg("SELECT is_stable, false_positive_rate, dynamic_threshold, feedback_total FROM baselines "
-                        "WHERE is_stable")
-        total = self._pg("SELECT count(*) AS n FROM baselines")[0]["n"]
+                        "WHERE is_stable AND tenant_id = %s", (self.tenant(),))
+        total = self._pg("SELECT count(*) AS n FROM baselines WHERE tenant_id = %s", (self.tenant(),))[0]["n"]
         return judge_baselines(rows, int(total))
 
     def model(self) -> Check:
         return judge_model(self.data(f"{PREFIX}/security/ml-models/performance/")["models"])
 
     def fraud_tickets(self, sample: int = 5) -> Check:
-        fraud = [t for t in self._tickets() if t.get("category") == "SECURITY_FRAUD"]
+        """The auto-created (SYSTEM_GENERATED) SECURITY_FRAUD tickets and the score behind each of the first few
+        (a supervisor's own fraud tickets name a punch, whatever its score)."""
+        fraud = [t for t in self._tickets()
+                 if t.get("category") == "SECURITY_FRAUD" and t.get("source") == "SYSTEM_GENERATED"]
         scores: dict[str, float | None] = {}
         for t in fraud[:sample]:
             found = None
