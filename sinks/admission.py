@@ -1,11 +1,12 @@
 """What the sink refuses before it maps a decoded record: the input contract, and unknown tenants and sites.
 
-Every record is checked with ``schemas.contract.check`` against its Kafka timestamp (stems the contract does
-not cover pass). The worker's inputs (attendance, activity, alerts, audit findings) are then judged by the
-worker's own ``streams.core.validate.validate`` against the sites of the ``ref.sites`` topic (UNKNOWN_TENANT,
-UNKNOWN_SITE, FUTURE_EVENT against ``received_at``), so Postgres holds the inputs the worker processed; the
-other upstream inputs (helpdesk tickets, labels) need a known tenant. Derived records descend from inputs
-that passed these checks and are not judged against reference data again.
+The worker's inputs (attendance, activity, alerts, audit findings) are judged by the worker's own
+``streams.core.validate.validate_input`` with their Kafka timestamp and the sites of the ``ref.sites`` topic
+(contract field domains, UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT), so Postgres holds the inputs the worker
+processed, dead-lettered with the same reasons and details. Every other record goes through the contract
+alone (``contract_verdict``, as the worker's tickets agent does; nocstream's own outputs have no contract
+and pass), and the other upstream inputs (helpdesk tickets, labels) also need a known tenant. Derived
+records descend from inputs that passed these checks and are not judged against reference data again.
 
 :class:`SiteDirectory` reads ``ref.sites`` (compacted, one partition) to its end before the first batch and
 then picks up new sites before each batch, without a thread. Like the worker it keeps every site it has
@@ -25,9 +26,9 @@ from schemas.contract import check
 from schemas.serde import DecodeError, decode
 from schemas.topics import topic
 from sinks.routes import Raw
-from streams.core.validate import UNKNOWN_TENANT, ReferenceData, validate
+from streams.core.validate import UNKNOWN_TENANT, ReferenceData, Verdict, contract_verdict, validate_input
 
-__all__ = ["REFERENCE_CHECKED", "TENANT_CHECKED", "WORKER_INPUTS", "Admission", "SiteDirectory", "violation_detail"]
+__all__ = ["REFERENCE_CHECKED", "TENANT_CHECKED", "WORKER_INPUTS", "Admission", "SiteDirectory"]
 
 log = logging.getLogger("noc.sink")
 
@@ -37,11 +38,6 @@ REFERENCE_CHECKED = WORKER_INPUTS | TENANT_CHECKED
 KAFKA_TIMEOUT_S = 10.0
 _TRANSIENT = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                         KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError._TIMED_OUT})
-
-
-def violation_detail(field: str, detail: str) -> str:
-    """The dead letter's detail for a contract violation: the field first, then what is wrong with it."""
-    return f"{field}: {detail}"
 
 
 class SiteDirectory:
@@ -117,7 +113,7 @@ class SiteDirectory:
             return self._ignore(msg, f"{exc.reason}: {exc.detail}")
         bad = check("site", site, None)
         if bad is not None:
-            return self._ignore(msg, f"{bad.reason} {violation_detail(bad.field, bad.detail)}")
+            return self._ignore(msg, f"{bad.reason}: {bad.detail}")
         self.refs.add_site(site)
         return 1
 
@@ -131,22 +127,19 @@ class SiteDirectory:
 
 
 class Admission:
-    """``sinks.routes.Admit``: None to store a record, else (reason, detail) to dead-letter it."""
+    """``sinks.routes.Admit``: None to store a record, else (reason, detail) to dead-letter it. Verdicts and
+    details are the worker's own (``streams.core.validate``), given the record's Kafka timestamp."""
 
     def __init__(self, refs: ReferenceData | None) -> None:
         self.refs = refs  # None: no reference checks (the sink stores no upstream input)
 
     def __call__(self, raw: Raw, stem: str, record: dict[str, Any]) -> tuple[str, str] | None:
-        bad = check(stem, record, raw.timestamp if raw.timestamp >= 0 else None)
-        if bad is not None:
-            return bad.reason, violation_detail(bad.field, bad.detail)
         refs = self.refs
-        if refs is None:
-            return None
-        if raw.short in WORKER_INPUTS:
-            verdict = validate(stem, record, refs, record["received_at"])
-            if verdict.reason is not None:
-                return verdict.reason, verdict.detail
-        elif raw.short in TENANT_CHECKED and refs.loaded and not refs.knows_tenant(record["tenant_id"]):
-            return UNKNOWN_TENANT, f"tenant {record['tenant_id']} is not in ref.sites"
-        return None
+        if refs is not None and raw.short in WORKER_INPUTS:
+            verdict = validate_input(stem, record, refs, raw.timestamp)
+        else:
+            verdict = contract_verdict(stem, record, raw.timestamp)  # stems outside the contract pass
+            if verdict.ok and refs is not None and raw.short in TENANT_CHECKED and refs.loaded \
+                    and not refs.knows_tenant(record["tenant_id"]):
+                verdict = Verdict(UNKNOWN_TENANT, f"tenant {record['tenant_id']} is not in ref.sites")
+        return None if verdict.reason is None else (verdict.reason, verdict.detail)
