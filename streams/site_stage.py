@@ -39,6 +39,7 @@ from schemas.serde import MAGIC, DecodeError, SchemaStore
 from schemas.topics import PERSON_PARTITIONS, site_key
 from streams.batch_loop import BatchLoop, ensure_changelog, ensure_topic
 from streams.core.baselines import BaselineConfig
+from streams.core.correlation import evidence_of
 from streams.core.feed import FEED_STEM
 from streams.core.sites import SiteConfig, SiteResult, SiteStage, StateStore, site_evidence, ticket_feedback
 from streams.core.types import Out, Record
@@ -157,7 +158,9 @@ class SiteEdge:
                 ev = site_evidence(Out("events", b"", stem, rec)) if stem == FEED_STEM else None
                 if stem != "signal_window" and ev is None:
                     raise DecodeError("WRONG_SCHEMA", f"{stem} is neither a window nor site evidence")
-            except (DecodeError, orjson.JSONDecodeError) as exc:
+                if ev is not None:
+                    evidence_of(*ev)  # every field correlation reads is there (KeyError, TypeError otherwise)
+            except (DecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.warning("site stage: bad record on %s[%d] skipped: %s", self.name, q, exc)
                 res.counts["bad"] += 1
                 return

@@ -557,3 +557,58 @@ def test_the_pipeline_leaves_site_evidence_to_the_site_stage_which_correlates_it
     assert any("NOC_ALERT" in i["kinds"] for i in got.values())
     _p, souts_500, _w = run(500)
     assert _incidents(souts_500) == got
+
+
+def test_hostile_site_evidence_on_the_internal_topic_is_skipped_and_changes_nothing_else() -> None:
+    """Through the edge's dispatch (the internal topic's bytes): feed events that are not site evidence or whose
+    record lacks what correlation reads are counted bad and skipped; every other output is that of a clean run."""
+    import orjson
+    from test_site_stage import SMALL, _history
+
+    from schemas.serde import SchemaStore
+    from streams.core.pipeline import DictStore
+    from streams.core.sites import SiteConfig, SiteResult, SiteStage
+    from streams.site_stage import SiteEdge, clock_envelope
+
+    _a, ev = _site_alert()
+    schemas = SchemaStore()
+
+    def raw(kind: str, x: object) -> bytes:
+        if kind == "w":
+            return schemas.encode("signal_window", x)  # type: ignore[arg-type]
+        if kind == "c":
+            return clock_envelope(*x)  # type: ignore[misc]
+        return schemas.encode("noc_event", x.record)  # type: ignore[attr-defined]
+
+    def drive(values: list[bytes]) -> tuple[list[Out], int]:
+        edge = SiteEdge.__new__(SiteEdge)  # the dispatch only: no worker, no broker
+        edge.stage, edge.name, edge.schemas = SiteStage(lambda t, s: "UTC", SiteConfig(sources=2, baselines=SMALL)), \
+            "t.sites", schemas
+        store, outs, bad = DictStore(), [], 0
+        for v in values:
+            res = SiteResult()
+            edge.apply(store, 0, v, res)
+            res.commit(store)
+            outs += res.outs
+            bad += res.counts["bad"]
+        return outs, bad
+
+    clean = [raw(k, x) for k, x in [("e", ev), *_history()]]
+    payload = orjson.loads(ev.record["payload"])
+
+    def feed(**changes: object) -> bytes:
+        return schemas.encode("noc_event", {**ev.record, **changes})
+
+    hostile = [
+        feed(payload="not json"),
+        feed(payload=orjson.dumps({k: v for k, v in payload.items() if k != "severity"}).decode()),
+        feed(payload=orjson.dumps({**payload, "severity": "BOGUS"}).decode()),
+        feed(payload=orjson.dumps({**payload, "tenant_id": "one"}).decode()),
+        feed(type="fraud_scored"),  # a feed event that is no site evidence
+        feed(person_id="p1"),  # about a person: the pipeline correlates it
+    ]
+    want, bad = drive(clean)
+    assert bad == 0 and _incidents(want)
+    mixed = [*clean[:30], *hostile, *clean[30:]]
+    got, bad = drive(mixed)
+    assert bad == len(hostile) and got == want
