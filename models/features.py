@@ -383,12 +383,44 @@ def reference_view(stem: str, rec: Record) -> Record:
     return rec if fields is None else {k: rec[k] for k in fields if k in rec}
 
 
+MAX_ROSTER = 6  # shifts remembered per person (the latest by start): today's, yesterday's, the next few
+
+
+class Roster:
+    """Who is rostered when: each person's latest shifts, to find the shift covering a punch that names none.
+
+    Holds shift ids only (the shift records stay in the caller's reference table), at most
+    :data:`MAX_ROSTER` per person.
+    """
+
+    def __init__(self) -> None:
+        self.by_person: dict[tuple[int, str], list[tuple[int, str]]] = {}
+
+    def add(self, shift: Record) -> None:
+        key = (int(shift["tenant_id"]), shift["person_id"])
+        entry = (int(shift["starts_at"]), shift["shift_id"])
+        mine = [e for e in self.by_person.get(key, ()) if e[1] != entry[1]]
+        mine.append(entry)
+        mine.sort()
+        self.by_person[key] = mine[-MAX_ROSTER:]
+
+    def covering(self, shifts: dict[tuple[int, str], Record], tenant: int, person_id: str, t: int) -> Record | None:
+        """The person's shift whose span (with :data:`ROSTER_SLACK_MS` either side) covers ``t``, if any."""
+        for _, shift_id in reversed(self.by_person.get((tenant, person_id), ())):
+            sh = shifts.get((tenant, shift_id))
+            if sh is not None and sh.get("person_id") == person_id and sh.get("status") != "CANCELLED" \
+                    and int(sh["starts_at"]) - ROSTER_SLACK_MS <= t <= int(sh["ends_at"]) + ROSTER_SLACK_MS:
+                return sh
+        return None
+
+
 def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record | None, person: Record | None,
                    shift: Record | None) -> list[float]:
     """Feature vector of one attendance event, in :data:`FEATURE_NAMES` order; NaN where unknown.
 
-    ``site``/``person``/``shift`` are the reference records (latest versions) or None. Reads the states,
-    never changes them.
+    ``site``/``person``/``shift`` are the reference records (latest versions) or None; for a punch naming no
+    shift, ``shift`` is the person's rostered shift covering the punch (:meth:`Roster.covering`) or None when
+    there is none. Reads the states, never changes them.
     """
     v = [NaN] * N_FEATURES
     t = int(att["occurred_at"])
@@ -421,6 +453,8 @@ def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record |
     shift_id = att.get("shift_id")
     v[13] = 0.0 if shift_id else 1.0
     v[14] = 1.0 if shift_id and shift is None else 0.0
+    if not shift_id and shift is None:
+        v[47] = 0.0  # names no shift and none of the person's is on the roster now
     if shift is not None:
         v[15] = 1.0 if shift.get("person_id") != me else 0.0
         v[16] = 1.0 if shift.get("site_id") != att["site_id"] else 0.0
@@ -526,6 +560,7 @@ class HistoryFeaturizer:
         self.shifts: dict[tuple[int, str], Record] = {}
         self.persons: dict[tuple[int, str], PersonState] = {}
         self.devices: dict[tuple[int, str], DeviceState] = {}
+        self.roster = Roster()
 
     def person_state(self, tenant: int, person_id: str) -> PersonState:
         key = (tenant, person_id)
@@ -548,9 +583,10 @@ class HistoryFeaturizer:
             ps = self.person_state(tenant, rec["person_id"])
             ds = self.device_state(tenant, rec["device_id"])
             shift_id = rec.get("shift_id")
+            shift = self.shifts.get((tenant, shift_id)) if shift_id else \
+                self.roster.covering(self.shifts, tenant, rec["person_id"], int(rec["occurred_at"]))
             vec = build_features(rec, ps, ds, self.sites.get((tenant, rec["site_id"])),
-                                 self.people.get((tenant, rec["person_id"])),
-                                 self.shifts.get((tenant, shift_id)) if shift_id else None)
+                                 self.people.get((tenant, rec["person_id"])), shift)
             observe_attendance(ps, ds, rec, vec)
             return vec
         if stem == "activity_signal":
@@ -560,7 +596,8 @@ class HistoryFeaturizer:
         elif stem == "person":
             self.people[(tenant, rec["person_id"])] = reference_view(stem, rec)
         elif stem == "shift":
-            self.shifts[(tenant, rec["shift_id"])] = reference_view(stem, rec)
+            view = self.shifts[(tenant, rec["shift_id"])] = reference_view(stem, rec)
+            self.roster.add(view)
         return None
 
     def run(self, items: Iterable[Any]) -> Iterator[tuple[Record, list[float]]]:

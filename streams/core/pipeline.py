@@ -54,6 +54,7 @@ from typing import Any, Protocol
 from models.features import (
     DeviceState,
     PersonState,
+    Roster,
     build_features,
     observe_activity,
     observe_attendance,
@@ -212,6 +213,7 @@ class References:
         self.sites: dict[tuple[int, str], Record] = {}
         self.people: dict[tuple[int, str], Record] = {}
         self.shifts: dict[tuple[int, str], Record] = {}
+        self.roster = Roster()  # each person's latest shifts, for punches that name none
         self.valid = ReferenceData()
 
     def apply(self, stem: str, record: Record) -> None:
@@ -222,7 +224,8 @@ class References:
         elif stem == "person":
             self.people[(tenant, record["person_id"])] = reference_view(stem, record)
         elif stem == "shift":
-            self.shifts[(tenant, record["shift_id"])] = reference_view(stem, record)
+            view = self.shifts[(tenant, record["shift_id"])] = reference_view(stem, record)
+            self.roster.add(view)
 
     def mark_loaded(self) -> None:
         self.valid.loaded = True
@@ -642,7 +645,8 @@ class Pipeline:
         pkey = f"{p}|ps|{tenant}:{att['person_id']}"
         dkey = f"{p}|dev|{tenant}:{att['device_id']}"
         ps, ds = s.obj(pkey, PersonState.from_dict), s.obj(dkey, DeviceState.from_dict)
-        shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else None
+        shift = self.refs.shifts.get((tenant, att["shift_id"])) if att.get("shift_id") else \
+            self.refs.roster.covering(self.refs.shifts, tenant, att["person_id"], int(att["occurred_at"]))
         vec = build_features(att, ps, ds, site, self.refs.people.get((tenant, att["person_id"])), shift)
         observe_attendance(ps, ds, att, vec)
         s.mark(pkey)

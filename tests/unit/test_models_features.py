@@ -20,6 +20,7 @@ from models.features import (
     DeviceState,
     HistoryFeaturizer,
     PersonState,
+    Roster,
     build_features,
     observe_activity,
     observe_attendance,
@@ -205,6 +206,7 @@ def _worker_like(records: list[tuple[str, dict[str, Any]]]) -> dict[str, list[fl
     people: dict[tuple[int, str], dict[str, Any]] = {}
     shifts: dict[tuple[int, str], dict[str, Any]] = {}
     live: dict[str, list[float]] = {}
+    roster = Roster()
     for stem, rec in records:
         if stem not in ("site", "person", "shift", "activity_signal", "attendance_event"):
             continue
@@ -216,6 +218,7 @@ def _worker_like(records: list[tuple[str, dict[str, Any]]]) -> dict[str, list[fl
             people[(tn, rec["person_id"])] = rec
         elif stem == "shift":
             shifts[(tn, rec["shift_id"])] = rec
+            roster.add(rec)
         elif stem == "activity_signal":
             ps = PersonState.from_dict(json.loads(persons.get((tn, rec["person_id"]), "{}")))
             observe_activity(ps, rec)
@@ -224,8 +227,9 @@ def _worker_like(records: list[tuple[str, dict[str, Any]]]) -> dict[str, list[fl
             pk, dk = (tn, rec["person_id"]), (tn, rec["device_id"])
             ps = PersonState.from_dict(json.loads(persons.get(pk, "{}")))
             ds = DeviceState.from_dict(json.loads(devices.get(dk, "{}")))
-            vec = build_features(rec, ps, ds, sites.get((tn, rec["site_id"])), people.get(pk),
-                                 shifts.get((tn, rec["shift_id"])) if rec["shift_id"] else None)
+            shift = shifts.get((tn, rec["shift_id"])) if rec["shift_id"] else \
+                roster.covering(shifts, tn, rec["person_id"], rec["occurred_at"])
+            vec = build_features(rec, ps, ds, sites.get((tn, rec["site_id"])), people.get(pk), shift)
             live[rec["event_id"]] = vec
             observe_attendance(ps, ds, rec, vec)
             persons[pk] = json.dumps(ps.to_dict())
@@ -276,3 +280,23 @@ def test_reference_views_keep_every_field_the_features_read() -> None:
         full = build_features(att(t, kind, device_id="dev-other"), ps, ds, SITE, PERSON, SHIFT)
         view = build_features(att(t, kind, device_id="dev-other"), ps, ds, SITE, person, shift)
         assert _same(full, view)
+
+
+def test_roster_finds_the_shift_a_punch_does_not_name() -> None:
+    roster, shifts = Roster(), {}
+    for k, start in enumerate((T - 24 * 60 * MIN, T, T + 24 * 60 * MIN)):
+        sh = {**SHIFT, "shift_id": f"sh-{k}", "starts_at": start, "ends_at": start + 8 * 60 * MIN}
+        shifts[(1, sh["shift_id"])] = sh
+        roster.add(sh)
+    assert roster.covering(shifts, 1, "p-1", T + 10 * MIN)["shift_id"] == "sh-1"
+    assert roster.covering(shifts, 1, "p-1", T + 14 * 60 * MIN) is None  # between shifts
+    assert roster.covering(shifts, 1, "p-2", T) is None
+    for k in range(10):  # bounded per person
+        roster.add({**SHIFT, "shift_id": f"x-{k}", "starts_at": T + k * MIN, "ends_at": T + k * MIN + 1})
+    assert len(roster.by_person[(1, "p-1")]) == 6
+    named = build_features(att(T + 5 * MIN, shift_id=None), PersonState(), DeviceState(), SITE, PERSON,
+                           shifts[(1, "sh-1")])
+    ghost = build_features(att(T + 5 * MIN, shift_id=None), PersonState(), DeviceState(), SITE, PERSON, None)
+    assert f(named, "rostered_here_now") == 1.0 and f(named, "shift_missing") == 1.0
+    assert f(named, "minutes_from_shift_start") == pytest.approx(5.0)
+    assert f(ghost, "rostered_here_now") == 0.0 and math.isnan(f(ghost, "minutes_from_shift_start"))
