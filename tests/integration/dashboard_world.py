@@ -189,6 +189,6 @@ def sign_in(driver: Any, url: str, token: str, timeout: float = 20) -> None:
 
 
 def page_errors(driver: Any) -> list[str]:
-    """Console errors and CSP violations the page logged (the browser's own /favicon.ico request aside)."""
-    return [e["message"] for e in driver.get_log("browser")
-            if e["level"] == "SEVERE" and "/favicon.ico" not in e["message"]]
+    """Script errors, console errors and CSP violations the page logged (not HTTP error answers: a 401 to the
+    session probe before sign-in, the browser's own /favicon.ico request)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE" and e.get("source") != "network"]

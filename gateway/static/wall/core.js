@@ -59,13 +59,23 @@ window.NocWall = (() => {
     if (W.zoneMode === "site") { const s = W.state.sites.get(siteId); if (s && s.timezone) return s.timezone; }
     return W.userZone;
   };
-  // "2026-12-07 14:03:22 GMT+3"
+  // "2026-12-07 14:03:22 GMT+3". Formatting is the costly part of a busy feed's rows, and a busy feed's times
+  // repeat within a second: results are cached per (zone, second), a few thousand at most.
+  const whenCache = new Map();
   W.when = (t, siteId) => {
     const d = W.toDate(t);
     if (!d) return "";
-    const parts = {};
-    for (const p of formatter(W.zoneFor(siteId)).formatToParts(d)) parts[p.type] = p.value;
-    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second} ${parts.timeZoneName || ""}`.trim();
+    const zone = W.zoneFor(siteId), ms = d.getTime();
+    const key = zone + "|" + Math.floor(ms / 1000);
+    let text = whenCache.get(key);
+    if (text === undefined) {
+      const parts = {};
+      for (const p of formatter(zone).formatToParts(d)) parts[p.type] = p.value;
+      text = `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second} ${parts.timeZoneName || ""}`.trim();
+      if (whenCache.size >= 4000) whenCache.clear();
+      whenCache.set(key, text);
+    }
+    return text;
   };
   W.num = (v, digits = 2) => (v == null || !isFinite(Number(v)) ? "–" : Number(v).toFixed(digits));
 
@@ -90,7 +100,7 @@ window.NocWall = (() => {
     incidents: new Map(), tickets: new Map(), models: new Map(), sites: new Map(),
     feed: new Array(W.CAP.feed), feedHead: 0, feedSize: 0, feedTotal: 0,
   };
-  W.stats = { renders: 0, events: 0, renderMs: 0 };
+  W.stats = { renders: 0, events: 0, renderMs: 0, byPanel: {} };  // byPanel: ms spent rendering each panel
 
   // -- render scheduler ----------------------------------------------------------------------------------------
   // Panels mark themselves dirty; one timer (RENDER_EVERY_MS) then one animation frame renders what is dirty.
@@ -112,7 +122,9 @@ window.NocWall = (() => {
       if (!r.dirty) continue;
       if (now - r.last < r.minGapMs) { again = true; continue; }
       r.dirty = false; r.last = now;
+      const t0 = performance.now();
       try { r.fn(); } catch (e) { console.error("wall: render of", name, "failed", e); }
+      W.stats.byPanel[name] = (W.stats.byPanel[name] || 0) + performance.now() - t0;
     }
     W.stats.renders += 1;
     W.stats.renderMs += performance.now() - started;

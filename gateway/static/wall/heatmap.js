@@ -17,15 +17,22 @@
     const c = STOPS[i].map((v, k) => Math.round(v + (STOPS[i + 1][k] - v) * r));
     return { bg: `rgb(${c[0]},${c[1]},${c[2]})`, dark: x > 0.55 };
   }
-  const hourFormats = new Map();
+  // A zone's local hour of an instant; cached per (zone, UTC quarter hour: offsets are whole quarter hours).
+  const hourFormats = new Map(), hourCache = new Map();
   function localHour(ms, zone) {
+    const key = zone + "|" + Math.floor(ms / 900000);
+    const hit = hourCache.get(key);
+    if (hit !== undefined) return hit;
     let f = hourFormats.get(zone);
     if (!f) {
       try { f = new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", hourCycle: "h23" }); }
       catch (e) { f = new Intl.DateTimeFormat("en-GB", { timeZone: "UTC", hour: "2-digit", hourCycle: "h23" }); }
       hourFormats.set(zone, f);
     }
-    return Number(f.format(new Date(ms))) % 24;
+    const hour = Number(f.format(new Date(ms))) % 24;
+    if (hourCache.size >= 4000) hourCache.clear();
+    hourCache.set(key, hour);
+    return hour;
   }
   function row(siteId) {
     let r = H.rows.get(siteId);

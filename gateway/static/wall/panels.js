@@ -50,11 +50,24 @@
 
   // -- open incidents ------------------------------------------------------------------------------------------
   const ts = (v) => { const d = W.toDate(v); return d ? d.getTime() : 0; };
+  // The revision each closed incident closed at (bounded, oldest forgotten first): a late or replayed older
+  // revision of a closed incident must not bring it back.
+  const closedAt = new Map();
   W.putIncident = (i) => {
     if (!i || typeof i.incident_id !== "string") return;
     const old = state.incidents.get(i.incident_id);
-    if (old && Number(old.revision) > Number(i.revision)) return;  // an older revision arriving late
-    if (i.status !== "OPEN") { state.incidents.delete(i.incident_id); return; }
+    const rev = Number(i.revision);
+    if (old && Number(old.revision) > rev) return;  // an older revision arriving late
+    if (closedAt.has(i.incident_id) && closedAt.get(i.incident_id) >= rev) return;
+    if (i.status !== "OPEN") {
+      state.incidents.delete(i.incident_id);
+      closedAt.delete(i.incident_id);
+      closedAt.set(i.incident_id, isFinite(rev) ? rev : Infinity);
+      if (closedAt.size > 5000) closedAt.delete(closedAt.keys().next().value);
+      return;
+    }
+    closedAt.delete(i.incident_id);
+    i._ls = ts(i.last_seen);
     state.incidents.set(i.incident_id, i);
     if (state.incidents.size > W.CAP.incidents) {  // evict the least recently seen
       let oldest = null;
@@ -63,17 +76,37 @@
     }
   };
   const openDrill = (id) => W.openIncident && W.openIncident(id);
-  W.register("incidents", () => {
-    const all = [...state.incidents.values()].filter((i) => W.matchesSite(i.site_id));
-    const rows = all.sort((a, b) => ts(b.last_seen) - ts(a.last_seen)).slice(0, 50);
-    $("incident-count").textContent = all.length;
-    W.keepFocus($("incidents"), () => $("incidents").replaceChildren(...rows.map((i) => h("tr", {
+  function incidentRow(i) {
+    return h("tr", {
       tabindex: 0, class: "clickable", dataset: { id: i.incident_id, site: i.site_id || "" },
       "aria-label": `Incident ${i.title || i.incident_id}: open details`,
       onclick: () => openDrill(i.incident_id),
       onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openDrill(i.incident_id); } } },
       h("td", null, W.badge(i.combined_severity)), h("td", null, String(i.title || i.incident_id).slice(0, 200)),
-      h("td", null, i.site_id || ""), h("td", { class: "when" }, W.when(i.last_seen, i.site_id))))));
+      h("td", null, i.site_id || ""), h("td", { class: "when" }, W.when(i.last_seen, i.site_id)));
+  }
+  // Rows are built once per (record version, time zone) and moved, not rebuilt, by later renders; a render that
+  // would show the same rows in the same order touches nothing.
+  function cachedRows(tbody, cache, items, idOf, keyOf, build) {
+    const next = new Map();
+    const trs = items.map((x) => {
+      const id = idOf(x), key = keyOf(x) + "|" + W.zoneMode + "|" + state.canManage;
+      let c = cache.get(id);
+      if (!c || c.key !== key) c = { key, tr: build(x) };
+      next.set(id, c);
+      return c.tr;
+    });
+    const same = trs.length === tbody.children.length && trs.every((tr, k) => tbody.children[k] === tr);
+    if (!same) W.keepFocus(tbody, () => tbody.replaceChildren(...trs));
+    return next;
+  }
+  let incidentRows = new Map();
+  W.register("incidents", () => {
+    const all = [];
+    for (const i of state.incidents.values()) if (W.matchesSite(i.site_id)) all.push(i);
+    const rows = all.sort((a, b) => b._ls - a._ls).slice(0, 50);
+    $("incident-count").textContent = all.length;
+    incidentRows = cachedRows($("incidents"), incidentRows, rows, (i) => i.incident_id, (i) => i.revision, incidentRow);
   });
 
   // -- ticket queue --------------------------------------------------------------------------------------------
@@ -82,23 +115,30 @@
     if (!t || typeof t.ticket_id !== "string") return;
     const old = state.tickets.get(t.ticket_id);
     if (old && Number(old.version) > Number(t.version)) return;
-    state.tickets.set(t.ticket_id, { ...old, ...t });
+    const merged = { ...old, ...t };
+    merged._ut = ts(merged.updated_at);
+    state.tickets.set(t.ticket_id, merged);
     if (state.tickets.size > W.CAP.tickets) {
       let oldest = null;
       for (const [id, v] of state.tickets) if (!oldest || ts(v.updated_at) < ts(oldest[1].updated_at)) oldest = [id, v];
       state.tickets.delete(oldest[0]);
     }
   };
-  W.register("tickets", () => {
-    const all = [...state.tickets.values()].filter((t) => t.status !== "CLOSED" && W.matchesSite(t.site_id));
-    const rows = all.sort((a, b) => (PRIORITY[a.priority] ?? 9) - (PRIORITY[b.priority] ?? 9) ||
-                                    ts(b.updated_at) - ts(a.updated_at)).slice(0, 50);
-    $("ticket-count").textContent = all.length;
-    W.keepFocus($("tickets"), () => $("tickets").replaceChildren(...rows.map((t) => h("tr", { dataset: { id: t.ticket_id, status: t.status || "", version: t.version ?? "" } },
+  function ticketRow(t) {
+    return h("tr", { dataset: { id: t.ticket_id, status: t.status || "", version: t.version ?? "" } },
       h("td", null, t.ticket_no || t.ticket_id), h("td", null, W.badge(t.priority)),
       h("td", { class: "tstatus" }, t.status || "", t.resolution ? ` · ${t.resolution}` : ""),
       h("td", null, String(t.title || "").slice(0, 200)),
-      h("td", { class: "actions" }, W.ticketActions ? W.ticketActions(t) : "")))));
+      h("td", { class: "actions" }, W.ticketActions ? W.ticketActions(t) : ""));
+  }
+  let ticketRows = new Map();
+  W.register("tickets", () => {
+    const all = [];
+    for (const t of state.tickets.values()) if (t.status !== "CLOSED" && W.matchesSite(t.site_id)) all.push(t);
+    const rows = all.sort((a, b) => (PRIORITY[a.priority] ?? 9) - (PRIORITY[b.priority] ?? 9) || b._ut - a._ut).slice(0, 50);
+    $("ticket-count").textContent = all.length;
+    ticketRows = cachedRows($("tickets"), ticketRows, rows, (t) => t.ticket_id, (t) => `${t.version}|${t.status}|${t.resolution}`,
+                            ticketRow);
   });
 
   // -- models --------------------------------------------------------------------------------------------------
