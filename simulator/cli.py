@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--live", action="store_true",
                    help="produce each record once the clock reaches its time: a --start in the past is back-filled "
                         "(at --rate) up to now, then the world carries on in real time; nothing is stamped in "
-                        "the future; the shifts under way at --start are simulated from there on)")
+                        "the future; the shifts under way at --start are simulated from there on")
     p.add_argument("--tenants", type=int, default=2)
     p.add_argument("--sites", type=int, default=10, help="sites per tenant (default 10)")
     p.add_argument("--guards", type=int, default=8, help="guards per site (default 8)")
