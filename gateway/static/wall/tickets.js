@@ -15,8 +15,19 @@
     if (note) body.note = note.slice(0, 1000);
     const row = document.querySelector(`#tickets tr[data-id="${CSS.escape(ticket.ticket_id)}"]`);
     if (row) row.dataset.pending = status;
+    // One Idempotency-Key per (ticket, version it is moved from, move): a retry after a 503 or a lost answer
+    // (once, here; or the operator clicking again) gets the first answer, and the ticket changes once.
+    const key = ["wall", ticket.ticket_id, ticket.version, status, resolution || ""].map((x) => encodeURIComponent(String(x))).join(":").slice(0, 200);
+    const send = () => W.state.api.get(`/tickets/${encodeURIComponent(ticket.ticket_id)}/state`, {
+      method: "POST", headers: { "content-type": "application/json", "idempotency-key": key }, body: JSON.stringify(body) });
     try {
-      const t = await W.state.api.post(`/tickets/${encodeURIComponent(ticket.ticket_id)}/state`, body);
+      let t;
+      try { t = await send(); }
+      catch (e) {
+        if (e.status !== 503 && !(e instanceof TypeError)) throw e;  // TypeError: the request or its answer was lost
+        await new Promise((r) => setTimeout(r, 1000));
+        t = await send();
+      }
       W.putTicket(t);
       W.toast(`${t.ticket_no || t.ticket_id}: ${t.status}${t.resolution ? " · " + t.resolution : ""}`);
       W.dirty("tickets", "drill");
