@@ -4,7 +4,8 @@
 
 * ``GET /metrics``: the registry, as ``prometheus_client`` serves it;
 * ``GET /healthz``: 200 when every liveness check passes, else 503 (an orchestrator restarts the process);
-* ``GET /readyz``: 200 when every readiness check passes, else 503 (the process is not counted as serving).
+* ``GET /readyz``: 200 when every readiness check passes, else 503 (the process is not counted as serving);
+  the same judgement is the metric ``noc_ready{component}`` (1 or 0) for alerts.
 
 Each check returns ``(ok, detail)``; the body is JSON ``{"status": "ok"|"fail", "checks": {name: {"ok": ..,
 "detail": ..}}}`` so an operator sees which check failed. A check that raises fails with the exception's text.
@@ -17,16 +18,19 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "LIVENESS_S",
     "Check",
     "Heartbeat",
     "ProbeServer",
+    "ReadinessCollector",
     "evaluate",
     "metrics_addr",
     "serve_probes",
@@ -76,10 +80,27 @@ def evaluate(checks: Mapping[str, Check]) -> tuple[bool, dict[str, dict[str, obj
     return ok, out
 
 
+class ReadinessCollector(Collector):
+    """``noc_ready{component}``: 1 while every readiness check passes (what /readyz answers), computed per scrape,
+    so alerts see a process that stays unready."""
+
+    def __init__(self, component: str, ready: Mapping[str, Check]) -> None:
+        self.component = component
+        self.ready = ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("noc_ready", "1 when the process's /readyz answers 200", labels=["component"])
+        g.add_metric([self.component], 1.0 if evaluate(self.ready)[0] else 0.0)
+        yield g
+
+
 class ProbeServer:
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread,
+                 registry: CollectorRegistry | None = None, collector: Collector | None = None) -> None:
         self.server = server
         self.thread = thread
+        self.registry = registry
+        self.collector = collector
 
     @property
     def port(self) -> int:
@@ -88,11 +109,14 @@ class ProbeServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self.registry is not None and self.collector is not None:
+            self.registry.unregister(self.collector)
 
 
 def serve_probes(port: int, registry: CollectorRegistry, live: Mapping[str, Check], ready: Mapping[str, Check],
-                 addr: str = "127.0.0.1") -> ProbeServer:
-    """Serve /metrics, /healthz and /readyz on ``addr:port`` from a daemon thread."""
+                 addr: str = "127.0.0.1", component: str | None = None) -> ProbeServer:
+    """Serve /metrics, /healthz and /readyz on ``addr:port`` from a daemon thread; with ``component``, also
+    ``noc_ready{component}`` in the registry."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -120,4 +144,8 @@ def serve_probes(port: int, registry: CollectorRegistry, live: Mapping[str, Chec
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="noc-probes", daemon=True)
     thread.start()
-    return ProbeServer(server, thread)
+    collector = None
+    if component is not None:
+        collector = ReadinessCollector(component, ready)
+        registry.register(collector)
+    return ProbeServer(server, thread, registry, collector)

@@ -48,4 +48,5 @@ class SinkHealth:
 
     def serve(self, port: int) -> ProbeServer:
         return serve_probes(port, REGISTRY, {"loop": self.heartbeat.check},
-                            {"group": self.group, "database": self.database}, addr=metrics_addr("0.0.0.0"))
+                            {"group": self.group, "database": self.database}, addr=metrics_addr("0.0.0.0"),
+                            component="sink")

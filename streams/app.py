@@ -140,6 +140,7 @@ class Worker:
                                 flush_records=s.flush_records,
                                 lag=lambda t, p, n: self.metrics.lag.labels(t, str(p)).set(n))
         self.store = self.inputs.store
+        self.inputs.timed = self.metrics.loop_timing
 
     # -- reference data ------------------------------------------------------------------------------
 

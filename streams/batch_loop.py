@@ -91,6 +91,17 @@ def fenced(exc: KafkaException) -> bool:
     return error_code(exc) in FENCED
 
 
+# Commit refusals while the group coordinator moves to another broker (its broker died) or is still loading.
+COORDINATOR_MOVING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                      KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+                      KafkaError._TRANSPORT, KafkaError._WAIT_COORD)
+
+
+def coordinator_moving(exc: KafkaException) -> bool:
+    """True when a commit failed only because the coordinator is unreachable for now: retry it later."""
+    return error_code(exc) in COORDINATOR_MOVING
+
+
 def watermarks(c: Any, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
     """(low, high) offsets of a partition, retrying retriable errors: a changelog the worker has just created may
     have no leader yet (a fresh site-stage process died on NOT_LEADER_FOR_PARTITION here)."""
@@ -224,6 +235,7 @@ class BatchLoop:
         # Probes (streams.health): the loop beats each time round; ready once an assignment is restored.
         self.heartbeat = Heartbeat()
         self.ready = False
+        self.timed: Callable[[str, float], None] | None = None  # ("commit" | "restore", seconds), for metrics
         self.thread = threading.Thread(target=self._run, name=f"noc-{self.name}", daemon=True)
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap,
@@ -349,6 +361,8 @@ class BatchLoop:
             self.heartbeat.busy = None
         self.assigned = numbers
         self.ready = True
+        if new and self.timed is not None:
+            self.timed("restore", time.perf_counter() - t0)
         log.info("%s: partitions %s assigned (%d restored from the changelog: %d records in %.2f s)",
                  self.name, sorted(numbers), len(new), n, time.perf_counter() - t0)
         self.took(consumer, partitions)
@@ -357,6 +371,9 @@ class BatchLoop:
         if self.batch:
             self._process()  # finish and commit what is in hand while the partitions are still ours
         self._commit()
+        # Offsets a moving coordinator refused are not carried into the next assignment (the offset marker in the
+        # flushed state skips what the next owner is redelivered).
+        self.uncommitted.clear()
         self.ready = False
         self.release()
         log.info("%s: partitions revoked (%d topic partitions)", self.name, len(partitions))
@@ -397,19 +414,31 @@ class BatchLoop:
 
     def _commit(self) -> None:
         """State first (acknowledged), then the offsets of every record it covers."""
+        t0 = time.perf_counter()
         self.flush()
         if self.uncommitted:
             offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self.uncommitted.items())]
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
-                if not fenced(exc):
-                    raise
-                # Not fatal: the state just flushed holds the offset marker, so whoever owns the partitions next
-                # (this process, once it has rejoined) skips the redelivered records: nothing lost or doubled.
-                log.warning("%s: offsets not committed, the group no longer knows this member (%s); rejoining, "
-                            "the records since the last commit are redelivered and skipped", self.name, exc)
-            self.uncommitted = {}
+                if coordinator_moving(exc):
+                    # The group coordinator's broker died or moved (a broker failure on a replicated cluster):
+                    # the offsets stay pending and go with the next commit (the idle loop tries every second).
+                    log.warning("%s: offsets not committed yet, the group coordinator is moving (%s); retrying",
+                                self.name, exc)
+                else:
+                    if not fenced(exc):
+                        raise
+                    # Not fatal: the state just flushed holds the offset marker, so whoever owns the partitions
+                    # next (this process, once it has rejoined) skips the redelivered records: nothing lost or
+                    # doubled.
+                    log.warning("%s: offsets not committed, the group no longer knows this member (%s); rejoining, "
+                                "the records since the last commit are redelivered and skipped", self.name, exc)
+                    self.uncommitted = {}
+            else:
+                self.uncommitted = {}
+            if self.timed is not None:
+                self.timed("commit", time.perf_counter() - t0)
         self.unflushed = 0
         self.last_flush = time.monotonic()
         release_free_memory()

@@ -43,4 +43,4 @@ def serve_worker_probes(port: int, registry: Any, loop: Any, refs_loaded: Callab
         "references": lambda: (refs_loaded(), "loaded" if refs_loaded() else "loading"),
         loop.name: ready,
     }
-    return serve_probes(port, registry, live, readiness, addr=metrics_addr("127.0.0.1"))
+    return serve_probes(port, registry, live, readiness, addr=metrics_addr("127.0.0.1"), component=loop.name)

@@ -37,9 +37,18 @@ class WorkerMetrics:
         self.site_records = Counter("noc_worker_site_stage_records",
                                     "Site-stage records by outcome (PERSON windows counted, SITE windows, bad, ...)",
                                     ["kind"], registry=r)
+        self.commit_seconds = Histogram("noc_worker_commit_seconds",
+                                        "State flush (acknowledged) plus offset commit, per commit", registry=r)
+        self.restore_seconds = Histogram("noc_worker_restore_seconds",
+                                         "Changelog restore of newly assigned partitions, per assignment",
+                                         buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r)
         self.duplicate_acks = Counter("noc_worker_duplicate_acks_repaired",
                                       "Duplicate offsets removed from Faust's acked list (streams.faust_acks)",
                                       registry=r)
+
+    def loop_timing(self, what: str, seconds: float) -> None:
+        """A batch loop's state flush + offset commit (``commit``) or changelog restore (``restore``) took this."""
+        (self.commit_seconds if what == "commit" else self.restore_seconds).observe(seconds)
 
     def set_models(self, versions: dict[int | None, str], fallback: str) -> None:
         """The active model per tenant (``None``: the global model); ``fallback`` when there is none at all."""

@@ -120,6 +120,7 @@ class SiteWorker:
         log.info("site stage: %d reference records loaded", n)
         loop = self.edge.loop
         assert loop is not None
+        loop.timed = self.metrics.loop_timing
         loop.start()
         try:
             self.stopped.wait()

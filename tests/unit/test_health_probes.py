@@ -9,7 +9,7 @@ import urllib.request
 from types import SimpleNamespace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -64,6 +64,15 @@ def test_probe_server_serves_metrics_and_each_check_by_name() -> None:
         assert _get(server.port, "/nope")[0] == 404
     finally:
         server.close()
+    ready = {"ok": False}
+    counted = serve_probes(0, registry, {}, {"group": lambda: (ready["ok"], "")}, component="pipeline")
+    try:
+        assert b'noc_ready{component="pipeline"} 0.0' in _get(counted.port, "/metrics")[1]
+        ready["ok"] = True
+        assert b'noc_ready{component="pipeline"} 1.0' in _get(counted.port, "/metrics")[1]
+    finally:
+        counted.close()
+    assert b"noc_ready" not in generate_latest(registry)  # unregistered with its server
     failing = serve_probes(0, registry, {"loop": boom}, {})
     try:
         code, body = _get(failing.port, "/healthz")
