@@ -1,9 +1,11 @@
 """``noc replay``: re-run the sans-I/O pipeline over a time range of a namespace's inputs, into a sandbox.
 
-Not through Faust: one process reads the range with plain consumers, merges the partitions
-deterministically (:mod:`streams.replay_merge`), drives the same :class:`streams.core.pipeline.Pipeline`
-the worker drives (state in a dict), and produces the outputs to the sandbox namespace's topics through a
-producer that refuses every other topic (:class:`streams.replay_io.SandboxProducer`).
+Not through Faust: plain consumers read the range, and the same :class:`streams.core.pipeline.Pipeline` the
+worker drives (state in a dict) runs over it in event-time steps (:mod:`streams.replay_buckets`) — the person
+stage in one process per partition group (``--procs``, default one per core: :mod:`streams.replay_procs`), its
+steps merged back in bucket and partition order, so any number of processes produces the same bytes as one.
+This process then runs the site stage and the tickets over each step and produces the outputs to the sandbox
+namespace's topics through a producer that refuses every other topic (:class:`streams.replay_io.SandboxProducer`).
 
 Like the worker, the replay first reads the compacted reference topics and ``model-events`` whole (so every
 input sees all reference data), then the inputs. No clock is read (FUTURE_EVENT is judged against each
@@ -24,6 +26,7 @@ for ``noc replay diff``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -35,15 +38,17 @@ from typing import Any, TextIO
 from models.scoring import ModelCache
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import LIVE_NAMESPACE, topic
-from streams.core.pipeline import INPUT_STEMS, SPARSE, DictStore, Incoming, Pipeline, PipelineConfig, References
+from streams.core.pipeline import INPUT_STEMS, SPARSE, DictStore, Pipeline, PipelineConfig, References
 from streams.core.sites import SiteResult, SiteStage
 from streams.core.types import Out, Record
 from streams.core.validate import contract_verdict, dead_letter_for_decode_error, dead_letter_for_verdict
+from streams.replay_buckets import aligned, assign_groups, bucketed, width_for
 from streams.replay_config import ReplayConfig, as_dict
 from streams.replay_diff import Snapshot
 from streams.replay_io import PartitionReader, ReplayError, SandboxProducer, Span, check_sandbox, consumer, offset_range
 from streams.replay_merge import Item, merge
 from streams.replay_metrics import Metrics, Truth, metrics
+from streams.replay_procs import PersonStage, Step
 
 INPUT_TOPICS: tuple[str, ...] = ("attendance", "activity", "alerts", "audit-findings", "tickets")
 REFERENCE_TOPICS: tuple[str, ...] = ("ref.sites", "ref.people", "ref.shifts")
@@ -53,7 +58,6 @@ COMPONENT = "noc-replay"
 # this much activity past the range end (nothing else) so the range's last records are released as well.
 CLOCK_TOPIC = "activity"
 TAIL_MS = 10 * 60_000
-BATCH = 2000  # records per pipeline call (state is per partition: batching changes nothing but speed)
 TIME_FIELDS = ("occurred_at", "window_end", "updated_at", "issued_at", "escalated_at", "timestamp",
                "record_timestamp")
 
@@ -91,6 +95,7 @@ class ReplayReport:
     to_ms: int
     config: ReplayConfig
     warmup_ms: int = 0
+    procs: int = 1  # person-stage processes
     records_in: Counter[str] = field(default_factory=Counter)
     outputs: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -110,7 +115,7 @@ class ReplayReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"sandbox": self.sandbox, "source": self.source, "from_ms": self.from_ms, "to_ms": self.to_ms,
-                "warmup_ms": self.warmup_ms,
+                "warmup_ms": self.warmup_ms, "procs": self.procs,
                 "config": as_dict(self.config), "records_in": dict(self.records_in), "outputs": dict(self.outputs),
                 "dead_letters": dict(self.dead_letters), "late": self.late, "references": self.references,
                 "elapsed_s": self.elapsed_s, "rate": self.rate, "topics_written": sorted(self.topics_written),
@@ -129,9 +134,13 @@ class Progress:
         self.at = from_ms
 
     def tick(self, at_ms: int) -> None:
-        self.n += 1
+        self.advance(1, at_ms, self.n % 1024 == 1023)
+
+    def advance(self, n: int, at_ms: int, due: bool = True) -> None:
+        """``n`` more records read, the newest at ``at_ms``; reports when ``due`` and the interval passed."""
+        self.n += n
         self.at = max(self.at, at_ms)
-        if self.out is not None and self.n % 1024 == 0:
+        if self.out is not None and due:
             now = time.monotonic()
             if now - self.last >= (self.every_s if self.tty else 5.0):
                 self.last = now
@@ -227,6 +236,7 @@ class ReplayRequest:
     produce: bool = True
     tail_ms: int = TAIL_MS  # activity read past the range end, only to move the clock (see TAIL_MS)
     warmup_ms: int = 0  # inputs read before the range for their state only (see the module doc)
+    procs: int = 0  # person-stage processes (0: one per core); the output does not depend on it
     manifest_dir: Path | None = None
     progress: TextIO | None = sys.stderr
 
@@ -237,6 +247,8 @@ def _validate(req: ReplayRequest) -> None:
         raise ReplayError("--to must be after --from")
     if req.warmup_ms < 0:
         raise ReplayError("--warmup must not be negative")
+    if req.procs < 0:
+        raise ReplayError("--procs must not be negative")
     unknown = [t for t in req.topics if t not in INPUT_TOPICS]
     if unknown:
         raise ReplayError(f"not replayable input topic(s): {', '.join(unknown)}; inputs are {', '.join(INPUT_TOPICS)}")
@@ -284,22 +296,31 @@ def run_replay(req: ReplayRequest, producer_factory: Callable[[ReplayRequest], S
             rep.references += 1
     refs.mark_loaded()
 
-    producer: SandboxProducer | None = None
-    if req.produce:
-        apply_topics(req.bootstrap, req.sandbox)
-        producer = (producer_factory or _sandbox_producer)(req)
+    person_spans = [s for s in in_spans if s.topic in INPUT_STEMS]
+    per_partition: Counter[int] = Counter()
+    for s in person_spans:
+        per_partition[s.partition] += s.count
+    groups = assign_groups(dict(per_partition), req.procs or os.cpu_count() or 1)
     total = sum(s.count for s in in_spans)
+    width = width_for(req.to_ms + req.tail_ms - (req.from_ms - req.warmup_ms), total)
     active = {s.partition for s in in_spans if s.topic == CLOCK_TOPIC and s.count > 0}
     for ln in lanes:
         ln.site_empty = tuple(p for p in range(ln.sites.cfg.sources if ln.sites else 0) if p not in active)
     bar = Progress(req.progress, req.from_ms - req.warmup_ms, req.to_ms, total)
-    with PartitionReader(req.bootstrap, in_spans) as reader:
-        # Like the worker's consumer high-water marks: a sparse input partition with unread records in the
-        # range holds that partition's clock (belt and braces with the merge's lead).
-        highwater: dict[tuple[str, int], int | None] = {
-            (s.topic, s.partition): s.end for s in in_spans if s.topic in SPARSE and s.count > 0}
-        _drive(req, reader.iterators(), lanes, producer, rep, bar, schemas, highwater,
-               sorted({s.partition for s in in_spans if s.topic in INPUT_STEMS}))
+    # Like the worker's consumer high-water marks: a sparse input partition with unread records in the range holds
+    # that partition's clock (belt and braces with the merge's lead).
+    highwater: dict[tuple[str, int], int | None] = {
+        (s.topic, s.partition): s.end for s in in_spans if s.topic in SPARSE and s.count > 0}
+    producer: SandboxProducer | None = None
+    with PersonStage(req.bootstrap, person_spans, groups, [(ln.pipeline, ln.store) for ln in lanes], width,
+                     req.source, highwater) as stage:
+        rep.procs = stage.processes
+        if req.produce:
+            apply_topics(req.bootstrap, req.sandbox)
+            producer = (producer_factory or _sandbox_producer)(req)
+        with PartitionReader(req.bootstrap, [s for s in in_spans if s.topic not in INPUT_STEMS]) as tickets:
+            _drive(req, stage.steps(), aligned([bucketed(it, width) for it in tickets.iterators()]), lanes,
+                   producer, rep, bar, schemas)
     if producer is not None:
         producer.flush()
         rep.topics_written = set(producer.topics_written)
@@ -330,40 +351,46 @@ def _default_dsn() -> str:
     return settings().pg_dsn
 
 
-def _drive(req: ReplayRequest, streams: list[Iterator[Item]], lanes: list[Lane], producer: SandboxProducer | None,
-           rep: ReplayReport, bar: Progress, schemas: SchemaStore,
-           highwater: dict[tuple[str, int], int | None], partitions: list[int]) -> None:
-    batch: list[Incoming] = []
-    tickets: list[Item] = []
+def _drive(req: ReplayRequest, steps: Iterator[Step], tickets: Iterator[tuple[int, list[list[Item]]]],
+           lanes: list[Lane], producer: SandboxProducer | None, rep: ReplayReport, bar: Progress,
+           schemas: SchemaStore) -> None:
+    """Per step, in bucket order: every lane's person outputs (by partition), what its site stage makes of them
+    and of their clocks, then the step's tickets (baseline feedback, as the worker's tickets agent does)."""
     last_ts = req.from_ms
-
-    def flush() -> None:
+    for step, runs in _with_tickets(steps, tickets):
+        items = list(merge(runs))
+        rep.records_in.update(step.counts)
+        n = sum(step.counts.values()) + len(items)
+        if items:
+            rep.records_in["tickets"] += len(items)
+            last_ts = max(last_ts, max(i.timestamp for i in items))
+        if step.max_ts is not None:
+            last_ts = max(last_ts, step.max_ts)
+        bar.advance(n, last_ts)
         for i, ln in enumerate(lanes):
-            result = ln.pipeline.process(ln.store, batch, req.source, highwater)
-            outs = result.outs + _site_outs(ln, result.outs, result.clocks)
-            outs += _ticket_outs(tickets, req.source, schemas, ln)
+            outs = [o for part in step.parts for o in part.lanes[i][0]]
+            clocks = {part.partition: c for part in step.parts if (c := part.lanes[i][1]) is not None}
+            outs += _site_outs(ln, outs, clocks)
+            outs += _ticket_outs(items, req.source, schemas, ln)
             _deliver(ln, outs, producer if i == 0 else None, last_ts, req.from_ms)
-            result.commit()
-        batch.clear()
-        tickets.clear()
 
-    for item in merge(streams):
-        rep.records_in[item.topic] += 1
-        bar.tick(item.timestamp)
-        last_ts = max(last_ts, item.timestamp)
-        if item.topic in INPUT_STEMS:
-            batch.append(Incoming(item.topic, item.partition, item.offset, item.key, item.value, item.timestamp))
-        else:  # tickets: baseline feedback, as the worker's tickets agent does
-            tickets.append(item)
-        if len(batch) + len(tickets) >= BATCH:
-            flush()
-    if batch or tickets:
-        flush()
-    for i, ln in enumerate(lanes):  # partitions whose last batch left their clock held move on now
-        result = ln.pipeline.tick(ln.store, partitions, highwater)
-        _deliver(ln, result.outs + _site_outs(ln, result.outs, result.clocks), producer if i == 0 else None,
-                 last_ts, req.from_ms)
-        result.commit()
+
+def _with_tickets(steps: Iterator[Step], tickets: Iterator[tuple[int, list[list[Item]]]]
+                  ) -> Iterator[tuple[Step, list[list[Item]]]]:
+    """The person steps and the tickets' buckets together, bucket by bucket (an empty step where only tickets
+    are, no tickets where there were none)."""
+    step, tick = next(steps, None), next(tickets, None)
+    while step is not None or tick is not None:
+        if tick is None or (step is not None and step.bucket < tick[0]):
+            assert step is not None
+            yield step, []
+            step = next(steps, None)
+        elif step is None or tick[0] < step.bucket:
+            yield Step(tick[0]), tick[1]
+            tick = next(tickets, None)
+        else:
+            yield step, tick[1]
+            step, tick = next(steps, None), next(tickets, None)
 
 
 def _site_outs(ln: Lane, outs: list[Out], clocks: dict[int, int]) -> list[Out]:

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first run this much input before --from for its state only, e.g. 7d (default 0: state "
                         "starts empty at --from)")
     p.add_argument("--namespace", help="the sandbox namespace to write to (never the live one)")
+    p.add_argument("--procs", type=int, default=0,
+                   help="processes for the person stage, each a group of partitions (default 0: one per core); "
+                        "the output is the same bytes whatever the number")
     p.add_argument("--source", default=s.namespace, help=f"namespace to replay (NOC_NAMESPACE, default {s.namespace})")
     p.add_argument("--topics", default=None, help="comma-separated input topics (default: all inputs)")
     p.add_argument("--model", default=None, help="score with this registered model version (what-if)")
@@ -106,7 +109,7 @@ def replay_handler(args: argparse.Namespace) -> int:
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip()) if args.topics else INPUT_TOPICS
     req = ReplayRequest(args.bootstrap, args.source, args.namespace, args.from_ms, args.to_ms, cfg, topics,
                         dsn=args.dsn, compare_live=not args.no_compare, progress=None if args.quiet else sys.stderr,
-                        warmup_ms=args.warmup)
+                        warmup_ms=args.warmup, procs=args.procs)
     try:
         rep = run_replay(req)
         sunk = None
@@ -121,7 +124,8 @@ def replay_handler(args: argparse.Namespace) -> int:
         return 0
     warm = f", after a warm-up from {args.warmup / 86_400_000:g} days before" if args.warmup else ""
     print(f"replay {rep.source} -> {rep.sandbox} ({cfg.describe()}{warm}): {rep.total_in:,} records in "
-          f"{rep.elapsed_s:.1f}s = {rep.rate:,.0f} records/s")
+          f"{rep.elapsed_s:.1f}s = {rep.rate:,.0f} records/s ({rep.procs} person-stage process"
+          f"{'es' if rep.procs > 1 else ''})")
     print("  in:  " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.records_in.items())))
     print("  out: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.outputs.items())))
     if rep.dead_letters:

@@ -7,6 +7,7 @@ direction, and that exports open with pyarrow and fastavro.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,11 +55,11 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             delete_namespace(kafka_bootstrap, ns)
 
 
-def _replay(w: World, sets: list[str] | None = None, compare: bool = True) -> ReplayReport:
+def _replay(w: World, sets: list[str] | None = None, compare: bool = True, procs: int = 0) -> ReplayReport:
     sandbox = f"{w.live}r{len(w.sandboxes)}"
     w.sandboxes.append(sandbox)
     req = ReplayRequest(w.bootstrap, w.live, sandbox, SIM.start, SIM.end, apply_overrides(sets or []),
-                        compare_live=compare, manifest_dir=w.manifests, progress=None)
+                        compare_live=compare, manifest_dir=w.manifests, progress=None, procs=procs)
     return run_replay(req)
 
 
@@ -75,8 +76,8 @@ def _all_records(bootstrap: str, namespace: str, shorts: list[str]) -> list[tupl
 def twins(world: World) -> tuple[ReplayReport, ReplayReport]:
     names = [s.name(world.live) for s in CATALOGUE]
     before = end_offsets(world.bootstrap, names)
-    a = _replay(world)
-    b = _replay(world)
+    a = _replay(world, procs=2)  # the person stage in two processes, three partitions each
+    b = _replay(world, procs=1)
     # the source namespace ("live") is untouched: every one of its topics has the same end offsets
     assert end_offsets(world.bootstrap, names) == before
     return a, b
@@ -108,6 +109,37 @@ def test_two_replays_are_byte_identical_and_diff_empty(world: World, twins: tupl
     out = capsys.readouterr().out
     assert code == 0, out
     assert "identical" in out
+
+
+def _digests(bootstrap: str, namespace: str) -> dict[str, str]:
+    """Per output topic: SHA-256 over every record (partition, offset, timestamp, key, value), in order."""
+    c = consumer(bootstrap)
+    try:
+        spans = {short: offset_range(c, short, topic(short, namespace), None, None) for short in OUTPUTS}
+    finally:
+        c.close()
+    out = {}
+    for short, sp in spans.items():
+        h = hashlib.sha256()
+        n = 0
+        for i in read_spans(bootstrap, sp):
+            for part in (f"{i.partition}:{i.offset}:{i.timestamp}:".encode(), i.key or b"", b"|", i.value or b""):
+                h.update(part)
+            n += 1
+        out[short] = f"{n}:{h.hexdigest()}"
+    return out
+
+
+def test_procs_1_2_and_3_write_the_same_bytes_to_every_output_topic(
+        world: World, twins: tuple[ReplayReport, ReplayReport]) -> None:
+    a, b = twins
+    assert (a.procs, b.procs) == (2, 1)
+    want = _digests(world.bootstrap, b.sandbox)
+    assert all(not v.startswith("0:") for k, v in want.items() if k not in ("dead-letters", "finding-escalations"))
+    assert _digests(world.bootstrap, a.sandbox) == want
+    c = _replay(world, procs=3, compare=False)  # two partitions per process
+    assert c.procs == 3 and c.outputs == b.outputs
+    assert _digests(world.bootstrap, c.sandbox) == want
 
 
 def test_lower_fraud_threshold_adds_tickets(world: World, twins: tuple[ReplayReport, ReplayReport]) -> None:
