@@ -185,13 +185,14 @@ class Verifier:
     """Runs the checks against one deployment: the gateway at ``url`` with ``token``; Postgres at ``dsn``."""
 
     def __init__(self, url: str, token: str, dsn: str, timeout_s: float = 5.0, ws_wait_s: float = 30.0,
-                 poke: bool = False) -> None:
+                 poke: bool = False, latency_wait_s: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.dsn = dsn
         self.timeout_s = timeout_s
         self.ws_wait_s = ws_wait_s
         self.poke = poke
+        self.latency_wait_s = latency_wait_s
         self._ticket_rows: list[dict[str, Any]] | None = None
         self._tenant: int | None = None
 
@@ -380,7 +381,16 @@ class Verifier:
         return None
 
     def latency(self) -> Check:
-        return judge_latency(self.data(f"{PREFIX}/events/stats/", hours=1)["by_type"])
+        """The last hour up to now (``until`` = now: a fresh figure, not one the gateway cached a minute ago). The
+        gateway records a broadcast's latency a moment after sending it (once the sink has logged the event), so a
+        figure without broadcasts is asked again for up to ``latency_wait_s``."""
+        deadline = time.monotonic() + self.latency_wait_s
+        while True:
+            until = time.time_ns() // 1_000_000
+            check = judge_latency(self.data(f"{PREFIX}/events/stats/", hours=1, until=until)["by_type"])
+            if check.ok or "no broadcast" not in check.figure or time.monotonic() >= deadline:
+                return check
+            time.sleep(1.0)  # the deployment writes latencies once a second: retry period, not synchronisation
 
 
 def _first_event(ws: Any, deadline: float) -> str | None:
