@@ -268,7 +268,8 @@ class Verifier:
                 out.append(step())
             except (ApiFailure, OSError, KeyError, TypeError, ValueError, psycopg.Error, WebSocketException) as exc:
                 # the deployment answered wrongly or not at all: this check fails, the others still run
-                out.append(Check(name, False, f"could not be checked: {type(exc).__name__}: {exc}"))
+                why = " ".join(str(exc).split())  # one line per check
+                out.append(Check(name, False, f"could not be checked: {type(exc).__name__}: {why}"))
         return out
 
     def _sites(self) -> list[str]:
