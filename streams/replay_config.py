@@ -144,6 +144,8 @@ def apply_overrides(assignments: Iterable[str], model_version: str | None = None
         except (ValueError, TypeError) as exc:
             raise OverrideError(f"{name}={raw}: {exc}") from exc
         applied.append((name, raw))
+    # the site stage correlates a site's evidence with the pipeline's correlation settings
+    sites = dataclasses.replace(sites, correlation=top.correlation)
     return ReplayConfig(pipeline=top, sites=sites,
                         model_version=model_version if model_version is not None else cfg.model_version,
                         overrides=tuple(applied))

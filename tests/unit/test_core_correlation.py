@@ -612,3 +612,10 @@ def test_hostile_site_evidence_on_the_internal_topic_is_skipped_and_changes_noth
     mixed = [*clean[:30], *hostile, *clean[30:]]
     got, bad = drive(mixed)
     assert bad == len(hostile) and got == want
+
+
+def test_a_what_if_correlation_setting_reaches_the_site_stage_too() -> None:
+    from streams.replay_config import apply_overrides
+
+    cfg = apply_overrides(["correlation.window=60m"])
+    assert cfg.pipeline.correlation.window_ms == cfg.sites.correlation.window_ms == HOUR
