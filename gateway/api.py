@@ -8,6 +8,7 @@ change), 503 (database not reachable or not migrated).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from gateway import auth, queries
 from gateway.limits import retry_after_s
 from gateway.metrics import API_LATENCY, API_REQUESTS
+from gateway.sessions import session_from_headers
 from gateway.tokens import Principal
 
 log = logging.getLogger("nocstream.gateway.api")
@@ -159,6 +161,14 @@ def endpoint(route: str, capability: str = "noc:view", cached: bool = True) -> C
     return deco
 
 
+def same_origin(request: Request) -> bool:
+    """The request carries an Origin, and it is the gateway's own or an allowed one."""
+    origin = request.headers.get("origin")
+    return origin is not None and auth.origin_allowed(origin, request.headers.get("host"),
+                                                      request.app.state.config.allowed_origins,
+                                                      request.url.scheme == "https")
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "-"
 
@@ -168,12 +178,19 @@ async def authenticate(request: Request, capability: str) -> Principal:
     state = request.app.state
     address = client_address(request)
     token = auth.bearer_from_headers(request.headers)
-    wait, why = state.guard.before_auth(address, token)
+    session = None if token else session_from_headers(request.headers)
+    wait, why = state.guard.before_auth(address, token or session)
     if wait:
         raise ApiError(429, why, {"retry-after": retry_after_s(wait)})
-    principal = await state.verifier.verify(token)
+    if session is not None:
+        principal = await state.verifier.verify_session(session)
+        # A cookie goes with every request the browser makes to us, whoever's page asks: a change needs our Origin.
+        if principal is not None and request.method not in ("GET", "HEAD") and not same_origin(request):
+            raise ApiError(403, "cross-origin request refused (session cookie without an allowed Origin)")
+    else:
+        principal = await state.verifier.verify(token)
     if principal is None:
-        state.guard.auth_failed(address, token)
+        state.guard.auth_failed(address, token or session)
         raise ApiError(401, "missing or invalid bearer token")
     wait = state.guard.after_auth(principal.token_id)
     if wait:
@@ -238,7 +255,29 @@ async def person_signals(request: Request, p: Principal, conn: Conn) -> Any:
     data = await queries.person_signals(conn, p.tenant_id, person_id, until, minutes)
     if data is None:
         raise ApiError(404, f"no telemetry for person {person_id!r}")
+    # The documented fields beside today's: names where the gateway knows them (sites from ref.sites; no source of
+    # people's names is readable here, so person_name is null), and when the answer was put together.
+    data["person_name"] = None
+    data["site_name"] = await site_name(request, p.tenant_id, data["site_id"])
+    data["collected_at"] = datetime.now(UTC)
     return data
+
+
+SITE_NAME_WAIT_S = 2.0
+
+
+async def site_name(request: Request, tenant_id: int, site_id: str | None) -> str | None:
+    """The site's name from the ``ref.sites`` directory the wall reads, or None when unknown or not read in time."""
+    if site_id is None:
+        return None
+    from gateway import wall_api
+
+    try:
+        sites = await asyncio.wait_for(wall_api._directory(request).for_tenant(tenant_id), SITE_NAME_WAIT_S)
+    except TimeoutError:
+        return None
+    site = sites.get(site_id)
+    return None if site is None else site.name
 
 
 @endpoint("/telemetry/signals/site/{site_id}")
@@ -249,6 +288,8 @@ async def site_signals(request: Request, p: Principal, conn: Conn) -> Any:
     data = await queries.site_signals(conn, p.tenant_id, site_id, until, minutes)
     if data is None:
         raise ApiError(404, f"no telemetry for site {site_id!r}")
+    data["site_name"] = await site_name(request, p.tenant_id, site_id)
+    data["collected_at"] = datetime.now(UTC)
     return data
 
 

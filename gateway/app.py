@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway import api, tickets_api, wall_api
+from gateway import api, session_api, tickets_api, wall_api
 from gateway.cache import TTLCache
 from gateway.config import GatewayConfig
 from gateway.consumer import FeedConsumer
@@ -42,6 +42,8 @@ from gateway.metrics import FEED_UNKNOWN_TENANT
 from gateway.openapi import openapi_document
 from gateway.pool import SweepingPool
 from gateway.probes import healthz, readyz
+from gateway.sessions import SessionStore
+from gateway.slashes import StripTrailingSlash
 from gateway.tenants import KnownTenants
 from gateway.tokens import TokenVerifier, ensure_schema
 from gateway.wire import ExposeServerSend
@@ -147,6 +149,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         app.state.pool = pool
         app.state.verifier = TokenVerifier(pool, ttl_s=cfg.token_cache_s)
         app.state.idempotency = IdempotencyStore(pool, cfg.idempotency_ttl_s)
+        app.state.sessions = SessionStore(pool, cfg.session_ttl_s)
         tenants: KnownTenants = app.state.tenants
         app.state.verifier.on_verified = lambda p: tenants.add(p.tenant_id)
         await tenants.load(pool)  # before the consumer warms the rings
@@ -235,12 +238,14 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         Route(f"{PREFIX}/tickets/{{ticket_id}}", api.ticket_detail),
         Route(f"{PREFIX}/tickets/{{ticket_id}}/state", tickets_api.change_state, methods=["POST"]),
         Route(f"{PREFIX}/events/stats", api.event_stats),
+        Route(f"{PREFIX}/session", session_api.session, methods=["GET", "POST", "DELETE"]),
         *wall_api.routes(PREFIX),
         WebSocketRoute("/ws/noc/dashboard", dashboard_ws),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(ExposeServerSend), Middleware(SecurityHeaders)],
+                    middleware=[Middleware(ExposeServerSend), Middleware(StripTrailingSlash),
+                                Middleware(SecurityHeaders)],
                     exception_handlers={404: not_found, 405: not_found, 500: server_error})
     app.state.config = cfg
     app.state.cache = TTLCache(cfg.cache_ttl_s, cfg.cache_max_entries)

@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from gateway.event_messages import event_message
+
 EVENTS_PREFIX = b'{"type":"events","events":['
 EVENT_TYPES = frozenset({"alert_created", "finding_created", "finding_escalated", "anomaly_detected",
                          "incident_created", "incident_updated", "fraud_scored", "ticket_updated"})
@@ -47,6 +49,7 @@ class FeedEvent:
     data: bytes  # the JSON object sent to clients, encoded once for all of them
     live: bool = True  # False for events read at start-up to warm the ring (no latency recorded)
     sent: bool = False  # set at its first WebSocket send in this process (latency is recorded once per event)
+    doc_wire: bytes | None = None  # its documented one-event message, framed (gateway.event_messages), once built
 
     @property
     def cursor(self) -> str:
@@ -86,13 +89,28 @@ def ws_text_frame(payload: bytes) -> bytes:
     return head + payload
 
 
+BATCHED, PER_EVENT = "batched", "events"
+
+
+def per_event_frame(ev: FeedEvent) -> bytes:
+    """The event's documented one-event message as a WebSocket frame: built once per process, cached on the event."""
+    wire = ev.doc_wire
+    if wire is None:
+        wire = ev.doc_wire = ws_text_frame(event_message(ev.data, ev.type))
+    return wire
+
+
 class SharedFrame:
-    """The events of one tick for one filter group, encoded once (JSON, then the WebSocket frame) for all."""
+    """The events of one tick for one filter group, encoded once (JSON, then the WebSocket frame) for all.
 
-    __slots__ = ("_payload", "_wire", "events")
+    ``mode`` BATCHED: one ``{"type":"events","events":[...]}`` message; PER_EVENT: one message per event, the
+    frames written together (each event's frame is built once per process and cached on the event)."""
 
-    def __init__(self, events: list[FeedEvent]) -> None:
+    __slots__ = ("_payload", "_wire", "events", "mode")
+
+    def __init__(self, events: list[FeedEvent], mode: str = BATCHED) -> None:
         self.events = events
+        self.mode = mode
         self._payload: bytes | None = None
         self._wire: bytes | None = None
 
@@ -103,7 +121,10 @@ class SharedFrame:
 
     def wire(self) -> bytes:
         if self._wire is None:
-            self._wire = ws_text_frame(self.payload())
+            if self.mode == PER_EVENT:
+                self._wire = b"".join([per_event_frame(e) for e in self.events])
+            else:
+                self._wire = ws_text_frame(self.payload())
         return self._wire
 
 
@@ -130,7 +151,7 @@ class Client:
     # the ring or by the read-back's limits, not by ``max_queue``: a replay longer than the live queue is
     # delivered page by page instead of closing the client as slow.
     replay: deque[FeedEvent] = field(default_factory=deque)
-    mode: str = "batched"  # "batched": {"type":"events","events":[...]} frames; "events": one event per message
+    mode: str = BATCHED  # BATCHED: {"type":"events","events":[...]} frames; PER_EVENT: one event per message
 
     def offer(self, ev: FeedEvent, replay: bool = False) -> None:
         if ev.offset <= self.last_offset.get(ev.partition, -1):
@@ -224,7 +245,7 @@ class Hub:
         self.on_direct: Callable[[list[FeedEvent], int], None] = lambda evs, n: None
         self.n_clients = 0
         self.pending: dict[int, list[FeedEvent]] = {}  # tenant -> live events added since the last flush
-        self._groups: dict[int, list[tuple[Filters, list[Client]]]] = {}  # tenant -> clients by filters (cache)
+        self._groups: dict[int, list[tuple[Filters, str, list[Client]]]] = {}  # tenant -> clients by filters, mode
 
     def ring(self, tenant_id: int) -> TenantRing:
         r = self.rings.get(tenant_id)
@@ -264,13 +285,13 @@ class Hub:
         pending, self.pending = self.pending, {}
         direct = 0
         for tenant, evs in pending.items():
-            for filters, members in self._groups_of(tenant):
+            for filters, mode, members in self._groups_of(tenant):
                 if filters.types is None and filters.site_ids is None:
                     matching = evs
                 else:
                     matching = [e for e in evs if filters.match(e)]
                 if matching:
-                    direct += self._deliver(SharedFrame(matching), members)
+                    direct += self._deliver(SharedFrame(matching, mode), members)
         return direct
 
     def _deliver(self, frame: SharedFrame, members: list[Client]) -> int:
@@ -303,14 +324,19 @@ class Hub:
             self.on_direct(evs, sent)
         return sent
 
-    def _groups_of(self, tenant: int) -> list[tuple[Filters, list[Client]]]:
+    def _groups_of(self, tenant: int) -> list[tuple[Filters, str, list[Client]]]:
         groups = self._groups.get(tenant)
         if groups is None:
-            by_key: dict[tuple[frozenset[str] | None, frozenset[str] | None], tuple[Filters, list[Client]]] = {}
+            by_key: dict[tuple[frozenset[str] | None, frozenset[str] | None, str], tuple[Filters, str, list[Client]]]
+            by_key = {}
             for c in self.clients.get(tenant, ()):
-                by_key.setdefault(c.filters.key(), (c.filters, []))[1].append(c)
+                by_key.setdefault((*c.filters.key(), c.mode), (c.filters, c.mode, []))[2].append(c)
             groups = self._groups[tenant] = list(by_key.values())
         return groups
+
+    def set_mode(self, client: Client, mode: str) -> None:
+        client.mode = mode
+        self._groups.pop(client.tenant_id, None)
 
     def set_filters(self, client: Client, filters: Filters) -> None:
         client.filters = filters

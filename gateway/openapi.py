@@ -48,7 +48,7 @@ _ERROR = {"type": "object", "required": ["status", "message"], "properties": {
 def _responses(*codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "success", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Envelope"}}}}}
-    for code in (400, 401, 403, 503, *codes):
+    for code in (400, 401, 403, 429, 503, *codes):
         out[str(code)] = {"description": "error", "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}}
     return out
@@ -103,10 +103,18 @@ def openapi_document() -> dict[str, Any]:
                     "status": _enum(api.TICKET_STATUSES), "resolution": _enum(api.RESOLUTIONS),
                     "priority": _enum(api.PRIORITIES), "note": {"type": "string", "maxLength": 1000}}}}}},
             "responses": _responses(404, 409, 413, 501)}},
+        f"{PREFIX}/session": {
+            "get": {"summary": "Who the session cookie (or bearer token) is", "security": [{"bearer": []}],
+                    "responses": _responses()},
+            "post": {"summary": "Sign in: sets the HttpOnly session cookie noc_session for the bearer token",
+                     "security": [{"bearer": []}], "responses": _responses()},
+            "delete": {"summary": "Sign out: deletes the session and clears its cookie", "responses": _responses()}},
         f"{PREFIX}/events/stats": _get(
             "Feed events and broadcast latency (avg, p95) by type",
             [_q("hours", _int(1, 168, 24), "look-back"), UNTIL, ANCHOR]),
     }
+    # Every path answers with and without a trailing slash (no redirect): the runbook's clients use the slash.
+    paths.update({f"{path}/": spec for path, spec in list(paths.items())})
     return {
         "openapi": "3.0.3",
         "info": {"title": "nocstream gateway", "version": "2.0.0",

@@ -51,6 +51,15 @@ def _totals(windows: list[Row]) -> Row:
     return {k: sum(w[k] for w in windows) for k in _TOTALS}
 
 
+SIGNALS = ("phone_events_count", "location_updates_count", "movement_distance_meters", "tasks_completed_count",
+           "tour_checkpoints_scanned")
+
+
+def _signals(totals: Row) -> Row:
+    """The documented ``signals`` object: the five activity signals summed over the window."""
+    return {k: totals[k] for k in SIGNALS}
+
+
 async def person_signals(conn: AsyncConnection[Any], tenant: int, person_id: str, until: datetime,
                          minutes: int) -> Row | None:
     since = until - timedelta(minutes=minutes)
@@ -60,8 +69,11 @@ async def person_signals(conn: AsyncConnection[Any], tenant: int, person_id: str
     if not windows and await _one(conn, "SELECT 1 AS x FROM signal_windows WHERE tenant_id = %s AND person_id = %s "
                                         "LIMIT 1", (tenant, person_id)) is None:
         return None
+    totals = _totals(windows)
     return {"person_id": person_id, "from": since, "until": until, "window_minutes": minutes,
-            "windows": windows, "totals": _totals(windows), "site_ids": sorted({w["site_id"] for w in windows})}
+            "windows": windows, "totals": totals, "site_ids": sorted({w["site_id"] for w in windows}),
+            # The runbook's contract: the site of the latest window, and the five signals under "signals".
+            "site_id": windows[-1]["site_id"] if windows else None, "signals": _signals(totals)}
 
 
 async def site_signals(conn: AsyncConnection[Any], tenant: int, site_id: str, until: datetime,
@@ -75,9 +87,10 @@ async def site_signals(conn: AsyncConnection[Any], tenant: int, site_id: str, un
         return None
     site_rows = [w for w in windows if w["scope"] == "SITE"]
     people = sorted({w["person_id"] for w in windows if w["person_id"] is not None})
+    totals = _totals(site_rows)
     return {"site_id": site_id, "from": since, "until": until, "window_minutes": minutes,
-            "windows": site_rows, "totals": _totals(site_rows), "people": people, "person_windows": len(windows) -
-            len(site_rows)}
+            "windows": site_rows, "totals": totals, "signals": _signals(totals), "people": people,
+            "person_windows": len(windows) - len(site_rows)}
 
 
 _INCIDENT_COLS = ("incident_id, site_id, person_id, status, combined_severity, kinds, related_event_ids, title, "
@@ -192,7 +205,22 @@ async def model_performance(conn: AsyncConnection[Any], tenant: int, until: date
         tp, fp, fn = row["tp"], row["fp"], row["fn"]
         row["precision"] = tp / (tp + fp) if tp + fp else None
         row["recall"] = tp / (tp + fn) if tp + fn else None
-    return {"from": since, "until": until, "hours": hours, "models": models, "live": live}
+    return {"from": since, "until": until, "hours": hours, "models": models, "live": live, **_active_summary(models,
+                                                                                                          tenant)}
+
+
+def _active_summary(models: list[Row], tenant: int) -> Row:
+    """The runbook's fields: the active model (the tenant's own, else the global one) and its holdout metrics."""
+    candidates = ([m for m in models if m["is_active"] and m["tenant_id"] == tenant]
+                  or [m for m in models if m["is_active"] and m["tenant_id"] is None])
+    active = candidates[0] if candidates else None
+    metrics = active["metrics"] if active is not None and isinstance(active["metrics"], dict) else {}
+    size, positives = metrics.get("train_size"), metrics.get("train_positives")
+    ratio = (positives / (size - positives) if isinstance(size, int) and isinstance(positives, int) and size > positives
+             else None)
+    return {"active_model_version": None if active is None else active["version"],
+            "pr_auc": metrics.get("pr_auc"), "precision_at_80_recall": metrics.get("precision_at_80_recall"),
+            "training_samples": size, "fraud_normal_ratio": ratio}
 
 
 _TICKET_COLS = ("ticket_id, ticket_no, site_id, person_id, category, source, status, priority, resolution, title, "

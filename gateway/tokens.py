@@ -94,6 +94,13 @@ def list_tokens(dsn: str) -> list[tuple[str, int, list[str], str, datetime, date
     return [(r[0], r[1], list(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
+_BY_TOKEN = ("SELECT token_id, tenant_id, capabilities FROM gateway_tokens WHERE token_hash = %s "
+             "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())")
+_BY_SESSION = ("SELECT t.token_id, t.tenant_id, t.capabilities FROM gateway_sessions s JOIN gateway_tokens t "
+               "ON t.token_hash = s.token_hash WHERE s.session_hash = %s AND s.expires_at > now() "
+               "AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())")
+
+
 class TokenVerifier:
     """Looks tokens up by hash, caching answers briefly so hot paths do not hit Postgres per request.
 
@@ -110,20 +117,29 @@ class TokenVerifier:
     async def verify(self, token: str | None) -> Principal | None:
         if not token or not well_formed(token):
             return None
-        h = hash_token(token)
+        return await self._lookup(hash_token(token), _BY_TOKEN)
+
+    async def verify_session(self, session: str | None) -> Principal | None:
+        """The principal of a dashboard session cookie (see sessions.py): its token's, while both are valid."""
+        if not session:
+            return None
+        return await self._lookup("s:" + hash_token(session), _BY_SESSION)
+
+    def forget_session(self, session: str) -> None:
+        self._cache.pop("s:" + hash_token(session), None)
+
+    async def _lookup(self, key: str, sql: str) -> Principal | None:
         now = time.monotonic()
-        hit = self._cache.get(h)
+        hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT token_id, tenant_id, capabilities FROM gateway_tokens WHERE token_hash = %s "
-                "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())", (h,))
+            cur = await conn.execute(sql, (key.removeprefix("s:"),))
             row = await cur.fetchone()
         principal = None if row is None else Principal(row[0], int(row[1]), frozenset(row[2]))
         if principal is not None:
             self.on_verified(principal)
         if len(self._cache) >= self._max:
             self._cache.clear()
-        self._cache[h] = (now + self._ttl, principal)
+        self._cache[key] = (now + self._ttl, principal)
         return principal

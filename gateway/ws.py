@@ -1,20 +1,31 @@
-"""``/ws/noc/dashboard``: the live feed over WebSocket.
+"""``/ws/noc/dashboard`` (also ``/ws/noc/dashboard/``): the live feed over WebSocket.
 
-Protocol (JSON text frames):
+Authentication: ``Authorization: Bearer``, the subprotocol ``bearer.<token>`` (browsers), or the dashboard's session
+cookie (``gateway.sessions``; the handshake must then carry an allowed ``Origin``). Two modes:
 
-- server → ``{"type": "hello", "tenant_id", "heartbeat_s", "max_message_bytes"}`` on connect;
-- client → ``{"action": "subscribe", "types": [...]|null, "site_ids": [...]|null,
-  "resume_from": "<event_id>"|null, "cursor": "<partition>:<offset>"|null}``; no events flow before the first
-  subscribe; later subscribes only change the filters (resume is honoured once per connection);
-- server → ``{"type": "subscribed", "filters", "resume": "live"|"ring"|"kafka"|"kafka-partial"|"unavailable",
-  "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames: the events of one tick (2 ms,
-  longer with many clients: see the README) in one frame, in feed order (the first events after a quiet tick go at
-  once);
-- client → ``{"action": "ping"}`` → ``{"type": "pong"}``; server → ``{"type": "heartbeat"}`` when idle.
+- **per-event** (the documented contract, the default): a client that does not offer the ``noc.v1`` subprotocol
+  gets ``{"type": "hello", "timestamp", "tenant_id", "mode": "events", ...}`` and then, with nothing to send, every
+  event of its tenant, one per message: ``{"type", "timestamp" (ISO 8601), "tenant_id", ...the event's fields...,
+  "event_id", "cursor"}`` (see ``gateway.event_messages``). Its first message may be a subscribe: that switches it
+  to the batched protocol below.
+- **batched** (efficient: one frame per tick, filters, resume), selected by offering ``noc.v1`` or by a first
+  message that subscribes:
 
-Close codes: 1003 binary frame, 1007 invalid message, 1009 message too big, 4008 slow consumer (queue full),
-4401 token revoked or expired (re-checked every ``token_recheck_s``), 1011 server error. A handshake without a
-valid token is refused with HTTP 401, one without ``noc:view`` or from a foreign Origin with 403.
+  - server → ``{"type": "hello", "tenant_id", "mode": "batched", "heartbeat_s", "max_message_bytes"}`` on connect;
+  - client → ``{"action": "subscribe", "types": [...]|null, "site_ids": [...]|null,
+    "resume_from": "<event_id>"|null, "cursor": "<partition>:<offset>"|null}``; with ``noc.v1`` no events flow
+    before the first subscribe; later subscribes only change the filters (resume is honoured once per connection);
+  - server → ``{"type": "subscribed", "filters", "resume": "live"|"ring"|"kafka"|"kafka-partial"|"unavailable",
+    "replayed": n}``, then ``{"type": "events", "events": [...]}`` frames: the events of one tick (2 ms, longer with
+    many clients: see the README) in one frame, in feed order (the first events after a quiet tick go at once).
+
+In both: client → ``{"action": "ping"}`` → ``{"type": "pong"}``; server → ``{"type": "heartbeat"}`` when idle.
+
+Close codes: 1003 binary frame, 1007 invalid message, 1009 message too big, 4008 slow consumer or not reading
+(queue full by events or bytes, replies unread, socket full), 4029 too many messages from the client, 4401 token
+(or session) revoked or expired (re-checked every ``token_recheck_s``), 1011 server error. A handshake without a
+valid token or session is refused with HTTP 401, one without ``noc:view``, from a foreign Origin, or with a cookie
+and no Origin with 403, one over a rate limit or the per-token connection cap with 429.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -35,21 +48,26 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import auth
 from gateway.config import GatewayConfig
 from gateway.consumer import read_back
+from gateway.event_messages import event_message
 from gateway.guard import Guard
 from gateway.hub import (
+    BATCHED,
     EVENT_TYPES,
+    PER_EVENT,
     Client,
     FeedEvent,
     Filters,
     Hub,
     SharedFrame,
     parse_cursor,
+    per_event_frame,
     type_label,
     ws_text_frame,
 )
 from gateway.limits import RateLimiter, retry_after_s
 from gateway.metrics import WS_BROADCAST_LATENCY, WS_BROADCASTS, WS_CLIENTS, WS_CLOSED, WS_FRAMES, WS_LIMITED
-from gateway.tokens import TokenVerifier
+from gateway.sessions import session_from_headers
+from gateway.tokens import Principal, TokenVerifier
 from gateway.wire import raw_writer
 
 log = logging.getLogger("nocstream.gateway.ws")
@@ -144,7 +162,8 @@ class Connection:
             self.client.direct = self._direct
         self.event = asyncio.Event()
         self.control: deque[bytes] = deque()
-        self.attached = False
+        self.attached = False  # registered with the hub
+        self.subscribed = False  # sent a subscribe (a client in per-event mode switches to batched frames then)
         self.close_code = 1000
         self.close_reason = ""
         self.sending = False
@@ -207,6 +226,22 @@ class Connection:
             self.sending = False
             self.last_send = time.monotonic()
 
+    async def _send_events(self, batch: list[FeedEvent]) -> None:
+        """Per-event mode: one message per event; with the raw writer all of them in one write."""
+        if self.raw is None:
+            for ev in batch:
+                await self._send(event_message(ev.data, ev.type))
+            return
+        self.sending = True
+        try:
+            if not self.raw.is_writable():
+                await asyncio.wait_for(self.raw.writable(), self.cfg.ws_stalled_close_s)
+            if not self.raw.write(b"".join([per_event_frame(ev) for ev in batch])):
+                raise WebSocketDisconnect(1006)  # closing under us: the receive side reports the disconnect
+        finally:
+            self.sending = False
+            self.last_send = time.monotonic()
+
     async def send_loop(self) -> None:
         while True:
             try:
@@ -215,7 +250,8 @@ class Connection:
                     await asyncio.wait_for(self.event.wait(), max(0.0, self.cfg.heartbeat_s - idle))
             except TimeoutError:
                 if time.monotonic() - self.last_send >= self.cfg.heartbeat_s:  # frames went out directly meanwhile
-                    await self._send(orjson.dumps({"type": "heartbeat", "server_time": int(time.time() * 1000)}))
+                    await self._send(orjson.dumps({"type": "heartbeat", "timestamp": _now_iso(),
+                                                   "server_time": int(time.time() * 1000)}))
                 continue
             self.event.clear()
             if self.client.overflowed:
@@ -230,7 +266,10 @@ class Connection:
                 await self._send(self.control.popleft())
             while not self.client.paused and self.client.backlog:
                 batch = self.client.take(FRAME_MAX_EVENTS)
-                await self._send(SharedFrame(batch).payload())
+                if self.client.mode == PER_EVENT:
+                    await self._send_events(batch)
+                else:
+                    await self._send(SharedFrame(batch).payload())
                 record_sends(batch, 1, self.sent_log, queued=True)
                 if self.client.overflowed:
                     return
@@ -252,19 +291,33 @@ class Connection:
                 continue
             await self._subscribe(msg)
 
+    def start_per_event(self) -> None:
+        """The documented mode: every event of the tenant from now on, one per message, with nothing to send first."""
+        c = self.client
+        self.hub.set_mode(c, PER_EVENT)
+        self.hub.attach(c, None)
+        self.attached = True
+        c.paused = False
+
     async def _subscribe(self, msg: dict[str, Any]) -> None:
         c = self.client
+        first = not self.subscribed
+        self.subscribed = True
         self.hub.set_filters(c, Filters(msg["types"], msg["site_ids"]))
+        if first and c.mode == PER_EVENT:
+            self.hub.set_mode(c, BATCHED)  # a subscribe selects the batched protocol, with filters and resume
         filters = {"types": sorted(msg["types"]) if msg["types"] is not None else None,
                    "site_ids": sorted(msg["site_ids"]) if msg["site_ids"] is not None else None}
-        if self.attached:
+        resume_from = msg.get("resume_from")
+        if not first or (self.attached and resume_from is None):
             self.say({"type": "subscribed", "filters": filters, "resume": "live", "replayed": 0})
             return
         self.attached = True
         cursor: tuple[int, int] | None = msg.get("cursor")
         if cursor is not None:
-            c.last_offset[cursor[0]] = cursor[1]
-        how, n = self.hub.attach(c, msg.get("resume_from"))
+            c.last_offset[cursor[0]] = max(c.last_offset.get(cursor[0], -1), cursor[1])
+        c.paused = True  # a client that was live already (per-event mode) waits for its replay
+        how, n = self.hub.attach(c, resume_from)
         if how == "miss" and cursor is not None:
             # Not in this process's ring (evicted, or another gateway served the client): read the gap back
             # from Kafka while live events queue up behind it.
@@ -281,15 +334,20 @@ class Connection:
         c.wake()
 
 
-async def _watch_token(verifier: TokenVerifier, token: str | None, every_s: float) -> None:
-    """Returns when the connection's token stops being valid (revoked or expired), so the socket is closed."""
+async def _watch_token(check: Callable[[], Awaitable[Principal | None]], every_s: float) -> None:
+    """Returns when the connection's token (or session) stops being valid (revoked or expired), so the socket is
+    closed."""
     while True:
         await asyncio.sleep(every_s)
         try:
-            if await verifier.verify(token) is None:
+            if await check() is None:
                 return
         except (psycopg.OperationalError, PoolTimeout, TimeoutError) as exc:
             log.warning("token re-check skipped, database unavailable: %s", exc)  # keep serving meanwhile
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _cancel_all(tasks: tuple[asyncio.Task[Any], ...]) -> None:
@@ -323,21 +381,30 @@ async def dashboard_ws(ws: WebSocket) -> None:
     # wsproto's uvicorn protocol passes the offered subprotocols in the scope only, not in the headers
     offered = auth.offered_subprotocols(ws.headers) or [str(p) for p in ws.scope.get("subprotocols", [])]
     token = auth.bearer_from_headers(ws.headers) or auth.bearer_from_subprotocols(offered)
+    session = None if token else session_from_headers(ws.headers)
+    if session is not None and ws.headers.get("origin") is None:
+        # The browser sends the cookie on its own: only a page of an allowed origin may use it (checked above).
+        await _deny(ws, 403, "a session cookie needs an Origin")
+        return
     guard: Guard = app_state.guard
     address = ws.client.host if ws.client is not None else "-"
-    wait, why = guard.before_auth(address, token)
+    wait, why = guard.before_auth(address, token or session)
     if wait:
         WS_LIMITED.labels("handshakes").inc()
         await _deny(ws, 429, why, {"retry-after": retry_after_s(wait)})
         return
+
+    async def check() -> Principal | None:
+        return await (verifier.verify(token) if session is None else verifier.verify_session(session))
+
     try:
-        principal = await verifier.verify(token)
+        principal = await check()
     except (psycopg.OperationalError, PoolTimeout, TimeoutError):
         await _deny(ws, 503, "database unavailable")
         return
     if principal is None:
-        guard.auth_failed(address, token)
-        await _deny(ws, 401, "missing or invalid bearer token")
+        guard.auth_failed(address, token or session)
+        await _deny(ws, 401, "missing or invalid bearer token or session")
         return
     if not principal.can("noc:view"):
         await _deny(ws, 403, "token lacks the noc:view capability")
@@ -350,27 +417,30 @@ async def dashboard_ws(ws: WebSocket) -> None:
         return
     per_token[principal.token_id] = per_token.get(principal.token_id, 0) + 1
     try:
-        await _serve(ws, principal.tenant_id, token, offered)
+        await _serve(ws, principal.tenant_id, check, offered)
     finally:
         left = per_token.pop(principal.token_id, 1) - 1
         if left > 0:
             per_token[principal.token_id] = left
 
 
-async def _serve(ws: WebSocket, tenant_id: int, token: str | None, offered: list[str]) -> None:
+async def _serve(ws: WebSocket, tenant_id: int, check: Callable[[], Awaitable[Principal | None]],
+                 offered: list[str]) -> None:
     app_state = ws.app.state
     cfg: GatewayConfig = app_state.config
     hub: Hub = app_state.hub
-    verifier: TokenVerifier = app_state.verifier
-    await ws.accept(subprotocol=auth.SUBPROTOCOL if auth.SUBPROTOCOL in offered else None)
+    batched = auth.SUBPROTOCOL in offered
+    await ws.accept(subprotocol=auth.SUBPROTOCOL if batched else None)
     conn = Connection(ws, hub, cfg, tenant_id, app_state.events_topic)
     app_state.connections.add(conn)
     WS_CLIENTS.inc()
-    conn.say({"type": "hello", "tenant_id": tenant_id, "heartbeat_s": cfg.heartbeat_s,
-              "max_message_bytes": cfg.max_ws_message_bytes})
+    conn.say({"type": "hello", "timestamp": _now_iso(), "tenant_id": tenant_id, "mode": BATCHED if batched else
+              PER_EVENT, "heartbeat_s": cfg.heartbeat_s, "max_message_bytes": cfg.max_ws_message_bytes})
+    if not batched:
+        conn.start_per_event()
     receiver = asyncio.create_task(conn.receive_loop())
     conn.sender = asyncio.create_task(conn.send_loop())
-    watch = asyncio.create_task(_watch_token(verifier, token, cfg.token_recheck_s))
+    watch = asyncio.create_task(_watch_token(check, cfg.token_recheck_s))
     dog = asyncio.create_task(conn.watchdog())
     try:
         await asyncio.wait({receiver, conn.sender, watch, dog}, return_when=asyncio.FIRST_COMPLETED)

@@ -207,8 +207,9 @@ class WsClient(asyncio.Protocol):
     MARKER = b'"event_id":"bench-'
 
     def __init__(self, token: str, hostport: str, path: str, timed: bool, expect: int, lat: list[float],
-                 ready: Any) -> None:
+                 ready: Any, mode: str = "batched") -> None:
         self.token, self.hostport, self.path, self.timed, self.expect = token, hostport, path, timed, expect
+        self.mode = mode  # "batched": noc.v1 + subscribe, frames of events; "events": the documented per-event mode
         self.lat, self.ready = lat, ready
         self.buf = bytearray()
         self.upgraded = False
@@ -223,7 +224,8 @@ class WsClient(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write((f"GET /{self.path} HTTP/1.1\r\nHost: {self.hostport}\r\nUpgrade: websocket\r\n"
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                         f"Sec-WebSocket-Protocol: noc.v1, bearer.{self.token}\r\n\r\n").encode())
+                         + (f"Sec-WebSocket-Protocol: noc.v1, bearer.{self.token}\r\n\r\n" if self.mode == "batched"
+                            else f"Authorization: Bearer {self.token}\r\n\r\n")).encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(ConnectionError(f"connection lost: {exc!r}"))
@@ -274,6 +276,9 @@ class WsClient(asyncio.Protocol):
 
     def on_text(self, raw: bytes) -> None:
         self.texts += 1
+        if self.texts == 1 and self.mode == "events":  # hello: live from here on, nothing to send
+            self.ready.put(1)
+            return
         if self.texts == 1:  # hello
             assert self.transport is not None
             self.transport.write(_mask_frame(0x1, b'{"action":"subscribe"}'))
@@ -286,17 +291,16 @@ class WsClient(asyncio.Protocol):
         else:
             now = time.time() * 1000
             msg = orjson.loads(raw)
-            if msg["type"] == "events":
-                for ev in msg["events"]:
-                    if ev["event_id"].startswith("bench-"):
-                        self.got += 1
-                        self.lat.append(now - ev["produced_at"])
+            for ev in msg["events"] if msg["type"] == "events" else [msg]:
+                if str(ev.get("event_id", "")).startswith("bench-"):
+                    self.got += 1
+                    self.lat.append(now - ev["produced_at"])
         if self.got >= self.expect:
             self._finish()
 
 
 def ws_client_proc(url: str, token: str, n: int, expect: int, ready: Any, go: Any, out: Any, timeout: float,
-                   sample_every: int, first: int) -> None:
+                   sample_every: int, first: int, mode: str = "batched") -> None:
     hostport, path = url.removeprefix("ws://").split("/", 1)
     host, port = hostport.split(":")
 
@@ -307,7 +311,8 @@ def ws_client_proc(url: str, token: str, n: int, expect: int, ready: Any, go: An
         for i in range(n):
             idx = first + i
             _, c = await asyncio.wait_for(loop.create_connection(
-                lambda idx=idx: WsClient(token, hostport, path, idx % sample_every == 0, expect, lat, ready),  # type: ignore[misc]
+                lambda idx=idx: WsClient(token, hostport, path, idx % sample_every == 0, expect, lat, ready,  # type: ignore[misc]
+                                         mode),
                 host, int(port)), 30)
             clients.append(c)
             await asyncio.sleep(0.002)  # do not stampede the accept queue
@@ -351,7 +356,7 @@ def kafka_client_proc(bootstrap: str, topic_name: str, expect: int, ready: Any, 
 
 
 def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int, rate: int, seconds: float,
-             procs: int) -> dict[str, float]:
+             procs: int, mode: str = "batched") -> dict[str, float]:
     """``clients`` WebSocket clients in ``procs`` processes; 0 clients: one plain Kafka consumer instead."""
     expect = int(rate * seconds)
     ctx = mp.get_context("spawn")
@@ -361,7 +366,8 @@ def ws_bench(url: str, token: str, feed: FeedProducer, gw_pid: int, clients: int
     sample_every = max(1, clients // 50)
     firsts = [sum(per[:i]) for i in range(len(per))]
     ps = [ctx.Process(target=ws_client_proc, args=(url, token, k, expect, ready, go, out, seconds + 30, sample_every,
-                                                   f), daemon=True) for k, f in zip(per, firsts, strict=True) if k]
+                                                   f, mode), daemon=True)
+          for k, f in zip(per, firsts, strict=True) if k]
     if not clients:
         ps = [ctx.Process(target=kafka_client_proc, args=(settings().bootstrap, feed.topic, expect, ready, out,
                                                           seconds + 30), daemon=True)]
@@ -449,6 +455,9 @@ def main() -> None:
     ap.add_argument("--http", default="auto", help="uvicorn HTTP implementation (noc gateway --http)")
     ap.add_argument("--skip-rest", action="store_true")
     ap.add_argument("--skip-ws", action="store_true")
+    ap.add_argument("--ws-mode", default="both", choices=("batched", "events", "both"),
+                    help="WebSocket clients: batched frames (noc.v1 + subscribe), the documented one event per "
+                         "message, or both side by side")
     args = ap.parse_args()
 
     s = settings()
@@ -466,7 +475,10 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "gateway", "--port", str(port), "--dsn", dsn,
                                  "--bootstrap", s.bootstrap, "--namespace", ns, "--log-level", "warning",
                                  "--workers", str(args.workers), "--loop", args.loop, "--http", args.http],
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                # one token and one address for every load client: the per-token and per-address
+                                # limits would otherwise be what is measured
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "NOC_GATEWAY_WS_PER_TOKEN": "100000",
+                                     "NOC_GATEWAY_REQUESTS_PER_TOKEN": "0", "NOC_GATEWAY_REQUESTS_PER_ADDRESS": "0"})
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -490,12 +502,16 @@ def main() -> None:
                   "(produce -> receipt, ms; sampled)")
             print(f"{'run':34} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'delivered':>9} {'KB/conn':>8} "
                   f"{'gw CPU':>7} {'clients CPU':>11} {'send p50/p99 (gw)':>18} {'shared':>7}")
-            runs = [("Kafka consumer alone (baseline)", 0, args.events), ("1 client (baseline)", 1, args.events),
-                    (f"{args.clients} clients", args.clients, args.events)]
-            if args.events > 100:
-                runs.append((f"{args.clients} clients at 100 ev/s", args.clients, 100))
-            for name, n, rate in runs:
-                r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, max(1, min(args.client_procs, n)))
+            modes = ["batched", "events"] if args.ws_mode == "both" else [args.ws_mode]
+            runs = [("Kafka consumer alone (baseline)", 0, args.events, "batched")]
+            for mode in modes:
+                runs += [(f"1 client, {mode} (baseline)", 1, args.events, mode),
+                         (f"{args.clients} clients, {mode}", args.clients, args.events, mode)]
+                if args.events > 100:
+                    runs.append((f"{args.clients} clients at 100 ev/s, {mode}", args.clients, 100, mode))
+            for name, n, rate, mode in runs:
+                r = ws_bench(ws_url, token, feed, proc.pid, n, rate, args.ws_seconds, max(1, min(args.client_procs, n)),
+                             mode)
                 print(f"{name:34} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} {r['max']:8.1f} "
                       f"{r['delivered']:9.1%} {r['mem_kb_per_conn'] if n > 1 else float('nan'):8.1f} "
                       f"{r['cpu']:7.0%} {r['client_cpu']:11.0%} {r['send_p50']:>8.1f}/{r['send_p99']:<8.1f} "

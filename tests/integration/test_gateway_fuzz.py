@@ -20,7 +20,7 @@ from gateway.testing import running_gateway, seed_rows
 from gateway.tokens import create_token
 
 pytestmark = pytest.mark.integration
-EXAMPLES = 60
+EXAMPLES = 40
 
 
 def test_openapi_fuzz_never_gets_a_server_error(pg_schema: tuple[str, str], namespace: str,
@@ -38,12 +38,14 @@ def test_openapi_fuzz_never_gets_a_server_error(pg_schema: tuple[str, str], name
     with running_gateway(cfg) as url, requests.Session() as session:
         schema = schemathesis.openapi.from_url(url + "/openapi.json")
         ops = [r.ok() for r in schema.get_all_operations()]
-        assert len(ops) == 13
+        assert len(ops) == 32  # 16 operations, each documented with and without its trailing slash
         calls = 0
         for op in ops:
             strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
+            # The slash twin runs the same handler: fewer examples keep the whole run near a minute.
+            examples = EXAMPLES // 4 if op.path.endswith("/") else EXAMPLES
 
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             @given(case=strategy)
             def check(case: schemathesis.Case) -> None:

@@ -110,7 +110,10 @@ def test_query_parameter_validation() -> None:
 
 def test_openapi_document_lists_every_route() -> None:
     doc: dict[str, Any] = openapi_document()
-    assert doc["openapi"] == "3.0.3" and len(doc["paths"]) == 13
+    assert doc["openapi"] == "3.0.3" and len(doc["paths"]) == 28
+    # Every path is documented with and without its trailing slash (both answer, no redirect).
+    assert {p.rstrip("/") for p in doc["paths"]} == {p for p in doc["paths"] if not p.endswith("/")}
+    assert all(f"{p}/" in doc["paths"] for p in doc["paths"] if not p.endswith("/"))
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     orjson.dumps(doc)
 
