@@ -228,9 +228,10 @@ def _enum(*symbols: str) -> _Check:
     return check_enum
 
 
-# An IANA zone name: up to three parts of the id alphabet joined by "/" (Africa/Nairobi, Etc/GMT+3). Whether
-# the zone exists is the consumer's concern (tz databases differ); the site stage falls back to UTC.
-_TZ = re.compile(r"[A-Za-z0-9._+-]+(?:/[A-Za-z0-9._+-]+){0,2}")
+# An IANA zone name: up to three parts of the id alphabet, each starting with a letter, joined by "/"
+# (Africa/Nairobi, Etc/GMT+3; not "../x"; every name in Python's tz database matches). Whether the zone exists
+# is the consumer's concern (tz databases differ); the pipeline and the site stage fall back to UTC.
+_TZ = re.compile(r"[A-Za-z][A-Za-z0-9._+-]*(?:/[A-Za-z][A-Za-z0-9._+-]*){0,2}")
 
 
 def _timezone(name: str, v: Any) -> Violation | None:

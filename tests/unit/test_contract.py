@@ -255,7 +255,7 @@ def test_site_tours_and_timezone() -> None:
         assert v is not None and (v.reason, v.field) == (reason, field)
     for tz in ("UTC", "Africa/Nairobi", "America/Argentina/Buenos_Aires", "Etc/GMT+3", "No/Such_Zone"):
         assert _reason("site", "timezone", tz) is None, tz
-    for tz in ("", "../../etc/passwd", "a b", "A/B/C/D", "x" * 65, "Europe/\x00"):
+    for tz in ("", "../../etc/passwd", "../etc", "./UTC", "a b", "A/B/C/D", "/UTC", "UTC/", "x" * 65, "Europe/\x00"):
         assert _reason("site", "timezone", tz) == BAD_ID, tz
 
 
