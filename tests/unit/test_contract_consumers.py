@@ -45,6 +45,8 @@ def test_validate_input_reasons_in_order() -> None:
     # and still a day after its own received_at (a wrong device clock), whatever the broker time
     v = validate_input("noc_alert", {**ALERT, "occurred_at": T0 + 25 * HOUR}, ref, T0 + 26 * HOUR)
     assert v.reason == "FUTURE_EVENT" and "received_at" in v.detail
+    # a record without a Kafka timestamp (-1) cannot be judged against the broker: dead-lettered, never trusted
+    assert validate_input("noc_alert", ALERT, ref, -1).reason == "FUTURE_EVENT"
     assert {"OUT_OF_RANGE", "TOO_LONG", "BAD_ID", "BAD_TEXT", "FUTURE_EVENT", "LATE", "MALFORMED"} <= REASONS
 
 
