@@ -92,7 +92,7 @@ def feed_event(ticket: Record, hist: Record) -> Record:
                "change_id": hist["change_id"], "origin": hist["origin"], "actor": hist["actor"], "note": hist["note"]}
     for k in ("ingested_at", "resolved_at", "closed_at"):
         payload.pop(k, None)  # not part of the change itself; they would make a replay differ
-    return {"type": FEED_TYPE, "event_id": stable_id("evt", FEED_TYPE, hist["change_id"]),
+    return {"type": FEED_TYPE, "event_id": stable_id("evt", FEED_TYPE, ticket["tenant_id"], hist["change_id"]),
             "timestamp": _ms(hist["occurred_at"]), "tenant_id": ticket["tenant_id"], "site_id": ticket["site_id"],
             "person_id": ticket["person_id"], "payload": orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()}
 

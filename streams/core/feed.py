@@ -26,11 +26,12 @@ def payload_json(record: Record) -> str:
 
 
 def envelope(event_type: str, source_id: str, stem: str, record: Record, *extra_id: object) -> Out:
-    """The feed Out for one source record."""
+    """The feed Out for one source record. Its id includes the tenant: source ids such as an alert's
+    ``event_id`` are chosen by upstream producers, and two tenants may choose the same one."""
     tenant_id = int(record["tenant_id"])
     env = {
         "type": event_type,
-        "event_id": stable_id("evt", event_type, source_id, *extra_id),
+        "event_id": stable_id("evt", event_type, tenant_id, source_id, *extra_id),
         "timestamp": event_time(stem, record),
         "tenant_id": tenant_id,
         "site_id": record.get("site_id"),

@@ -51,7 +51,7 @@ def test_envelope_per_source_type(stem: str, record: Record, etype: str, source_
     encodes([out])
     env = out.record
     assert out.topic == "events" and out.stem == "noc_event" and out.key == str(record["tenant_id"]).encode()
-    assert env["type"] == etype and env["event_id"] == stable_id("evt", etype, source_id)
+    assert env["type"] == etype and env["event_id"] == stable_id("evt", etype, record["tenant_id"], source_id)
     assert env["timestamp"] == ts and env["tenant_id"] == record["tenant_id"]
     assert env["site_id"] == record["site_id"] and env["person_id"] == record["person_id"]
     assert env["payload"] == orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
@@ -63,8 +63,8 @@ def test_incident_created_then_updated_with_revision_in_id() -> None:
     encodes(outs)
     assert [o.record["type"] for o in outs] == ["incident_created", "incident_updated", "incident_updated"]
     iid = revs[0]["incident_id"]
-    assert outs[0].record["event_id"] == stable_id("evt", "incident_created", iid)
-    assert outs[2].record["event_id"] == stable_id("evt", "incident_updated", iid, 3)
+    assert outs[0].record["event_id"] == stable_id("evt", "incident_created", revs[0]["tenant_id"], iid)
+    assert outs[2].record["event_id"] == stable_id("evt", "incident_updated", revs[0]["tenant_id"], iid, 3)
     assert len({o.record["event_id"] for o in outs}) == 3
     assert outs[2].record["timestamp"] == revs[2]["updated_at"]
     assert orjson.loads(outs[2].record["payload"])["status"] == "CLOSED"
@@ -96,3 +96,9 @@ def test_payload_is_byte_deterministic_and_nan_safe() -> None:
 def test_builders_are_pure() -> None:
     assert anomaly_detected(anomaly("n1", T0)) == anomaly_detected(anomaly("n1", T0))
     assert ticket_updated(ticket("tc", T0)).record["event_id"] != ticket_updated(ticket("tc2", T0)).record["event_id"]
+
+
+def test_two_tenants_choosing_the_same_source_id_get_distinct_feed_events() -> None:
+    [a] = feed_events("noc_alert", alert("a1", T0))
+    [b] = feed_events("noc_alert", {**alert("a1", T0), "tenant_id": 2})
+    assert a.record["event_id"] != b.record["event_id"]
