@@ -100,22 +100,33 @@ window.NocWall = (() => {
     incidents: new Map(), tickets: new Map(), models: new Map(), sites: new Map(),
     feed: new Array(W.CAP.feed), feedHead: 0, feedSize: 0, feedTotal: 0,
   };
-  W.stats = { renders: 0, events: 0, renderMs: 0, byPanel: {} };  // byPanel: ms spent rendering each panel
+  // renderMs: script time of renders (byPanel: per panel); frameMs: renders with their style, layout and paint
+  W.stats = { renders: 0, events: 0, renderMs: 0, frameMs: 0, byPanel: {} };
 
   // -- render scheduler ----------------------------------------------------------------------------------------
   // Panels mark themselves dirty; one timer (RENDER_EVERY_MS) then one animation frame renders what is dirty.
   // Each renderer may ask to wait longer between its own renders (charts, heatmap: once a second or less).
+  // The wait between renders is RENDER_EVERY_MS, or four times what the last render cost (its script, style,
+  // layout and paint: measured up to the first task after its frame), at most MAX_WAIT_MS: on a slow or starved
+  // machine rendering backs off and keeps under about a fifth of the main thread, leaving it free for input.
   W.RENDER_EVERY_MS = 250;
+  const MAX_WAIT_MS = 1000;
+  let wait = W.RENDER_EVERY_MS;
   const renderers = new Map();  // name -> {fn, minGapMs, last, dirty}
   let timer = null;
   W.register = (name, fn, minGapMs = 0) => renderers.set(name, { fn, minGapMs, last: 0, dirty: false });
   W.dirty = (...names) => {
     for (const n of names) { const r = renderers.get(n); if (r) r.dirty = true; }
-    if (timer == null) timer = setTimeout(() => requestAnimationFrame(flush), W.RENDER_EVERY_MS);
+    if (timer == null) timer = setTimeout(() => requestAnimationFrame(flush), wait);
   };
   function flush() {
     timer = null;
     const started = performance.now();
+    setTimeout(() => {
+      const cost = performance.now() - started;
+      W.stats.frameMs += cost;
+      wait = Math.min(MAX_WAIT_MS, Math.max(W.RENDER_EVERY_MS, 4 * cost));
+    }, 0);
     const now = Date.now();
     let again = false;
     for (const [name, r] of renderers) {
@@ -128,7 +139,7 @@ window.NocWall = (() => {
     }
     W.stats.renders += 1;
     W.stats.renderMs += performance.now() - started;
-    if (again && timer == null) timer = setTimeout(() => requestAnimationFrame(flush), W.RENDER_EVERY_MS);
+    if (again && timer == null) timer = setTimeout(() => requestAnimationFrame(flush), wait);
   }
   W.renderNow = (...names) => { for (const n of names) { const r = renderers.get(n); if (r) { r.dirty = false; r.last = Date.now(); r.fn(); } } };
 

@@ -74,31 +74,65 @@
   function value(r, hr) {
     return H.metric === "mean" ? (r.scores[hr] ? r.sum[hr] / r.scores[hr] : null) : r.flagged[hr];
   }
-  W.register("heatmap", () => {
-    const total = (r) => r.flagged.reduce((a, b) => a + b, 0);
-    const rows = [...H.rows.values()].filter((r) => W.matchesSite(r.site_id))
-      .sort((a, b) => total(b) - total(a) || a.site_id.localeCompare(b.site_id));
-    const shown = rows.slice(0, MAX_ROWS);
-    let max = 0;
-    for (const r of shown) for (let i = 0; i < 24; i++) { const v = value(r, i); if (v != null && v > max) max = v; }
-    if (H.metric === "mean") max = 1;
+  // The table is built when its rows change (a new site, the filter, the metric, or a new order by flagged count,
+  // at most every REORDER_MS); in between a render only rewrites the cells' text and colour.
+  const REORDER_MS = 5000;
+  let table = null;  // {ids: [...], metric, cells: Map(site -> {tds, sum})}
+  const total = (r) => r.flagged.reduce((a, b) => a + b, 0);
+  function build(shown) {
     const head = h("tr", null, h("th", { scope: "col" }, "Site (local time)"),
       ...Array.from({ length: 24 }, (_, i) => h("th", { scope: "col", class: "hr" }, String(i).padStart(2, "0"))),
       h("th", { scope: "col" }, "Σ flagged"));
-    const body = shown.map((r) => h("tr", { dataset: { site: r.site_id } },
-      h("th", { scope: "row", title: `${r.name} · ${r.timezone}` }, r.site_id, h("small", null, " " + r.timezone)),
-      ...Array.from({ length: 24 }, (_, i) => {
-        const v = value(r, i);
-        const td = h("td", { tabindex: 0, class: "hcell", dataset: { site: r.site_id, hour: i, value: v ?? "" },
-          "aria-label": `${r.site_id} ${String(i).padStart(2, "0")}:00 local: ${r.flagged[i]} flagged of ${r.scores[i]} scores`,
-          onclick: () => openCell(r.site_id, i), onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openCell(r.site_id, i); } } },
-          v == null || v === 0 ? "" : H.metric === "mean" ? W.num(v) : String(v));
-        if (v) { const c = colour(max ? v / max : 0); td.style.backgroundColor = c.bg; if (c.dark) td.classList.add("on-light"); }
-        return td;
-      }),
-      h("td", { class: "cell", dataset: { site: r.site_id, high: total(r) } }, String(total(r)))));
-    $("heatmap").replaceChildren(h("table", { class: "heat" }, h("thead", null, head), h("tbody", null, ...body)));
-    $("heat-more").textContent = rows.length > MAX_ROWS ? `${rows.length - MAX_ROWS} more sites not shown` : "";
+    const cells = new Map();
+    const body = shown.map((r) => {
+      const tds = Array.from({ length: 24 }, (_, i) => h("td", { tabindex: 0, class: "hcell", dataset: { site: r.site_id, hour: i },
+        onclick: () => openCell(r.site_id, i),
+        onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openCell(r.site_id, i); } } }));
+      const sum = h("td", { class: "cell", dataset: { site: r.site_id } });
+      cells.set(r.site_id, { tds, sum });
+      return h("tr", { dataset: { site: r.site_id } },
+        h("th", { scope: "row", title: `${r.name} · ${r.timezone}` }, r.site_id, h("small", null, " " + r.timezone)), ...tds, sum);
+    });
+    const box = $("heatmap"), tbl = h("table", { class: "heat" }, h("thead", null, head), h("tbody", null, ...body));
+    box.replaceChildren(tbl);
+    // The box has the table's height (fixed row heights in wall.css) and is its own layout root (contain: strict),
+    // so the cell updates between rebuilds lay out the table only, not the page.
+    box.style.height = `calc(${shown.length} * var(--heat-row) + var(--heat-head) + 4px)`;
+    return { ids: shown.map((r) => r.site_id), metric: H.metric, cells, at: Date.now() };
+  }
+  W.register("heatmap", () => {
+    const rows = [...H.rows.values()].filter((r) => W.matchesSite(r.site_id))
+      .sort((a, b) => total(b) - total(a) || a.site_id.localeCompare(b.site_id));
+    let shown = rows.slice(0, MAX_ROWS);
+    const ids = shown.map((r) => r.site_id);
+    const sameSet = table && table.metric === H.metric && ids.length === table.ids.length &&
+                    ids.every((id) => table.cells.has(id));
+    if (sameSet && Date.now() - table.at < REORDER_MS) shown = table.ids.map((id) => H.rows.get(id));  // keep the order a while
+    else if (!sameSet || ids.some((id, k) => id !== table.ids[k])) table = build(shown);
+    else table.at = Date.now();
+    let max = 0;
+    for (const r of shown) for (let i = 0; i < 24; i++) { const v = value(r, i); if (v != null && v > max) max = v; }
+    if (H.metric === "mean") max = 1;
+    const recolour = max !== table.max;  // colours are relative to the largest value shown
+    table.max = max;
+    for (const r of shown) {
+      const c = table.cells.get(r.site_id);
+      for (let i = 0; i < 24; i++) {
+        const v = value(r, i), td = c.tds[i];
+        const text = v == null || v === 0 ? "" : H.metric === "mean" ? W.num(v) : String(v);
+        if (!recolour && td.textContent === text && td.dataset.value === String(v ?? "")) continue;
+        td.textContent = text;
+        td.dataset.value = v ?? "";
+        td.setAttribute("aria-label", `${r.site_id} ${String(i).padStart(2, "0")}:00 local: ${r.flagged[i]} flagged of ${r.scores[i]} scores`);
+        const col = v ? colour(max ? v / max : 0) : null;
+        td.style.backgroundColor = col ? col.bg : "";
+        td.classList.toggle("on-light", !!(col && col.dark));
+      }
+      const t = String(total(r));
+      if (c.sum.textContent !== t) { c.sum.textContent = t; c.sum.dataset.high = t; }
+    }
+    const more = rows.length > MAX_ROWS ? `${rows.length - MAX_ROWS} more sites not shown` : "";
+    if ($("heat-more").textContent !== more) $("heat-more").textContent = more;
   });
 
   // -- a cell's scores -----------------------------------------------------------------------------------------

@@ -84,9 +84,14 @@
       h("figcaption", null, `${centre.lat.toFixed(2)}°, ${centre.lon.toFixed(2)}° · ${zones}`));
   }
 
+  let drawn = "";  // what the map shows: redrawn only when it changes
   W.register("sites", () => {
     if (S.stale) recount();
     const sites = [...state.sites.values()].filter((s) => s.active !== false).sort((a, b) => a.site_id.localeCompare(b.site_id));
+    const sig = JSON.stringify([state.siteFilter, sites.map((s) => [s.site_id, s.lat, s.lon, s.geofence_radius_m, S.open.get(s.site_id)]),
+                                S.unplaced]);
+    if (sig === drawn) return;
+    drawn = sig;
     const legend = h("p", { class: "legend" }, ...W.SEVERITIES.slice().reverse().map((s) => W.badge(s)),
       h("span", { class: "badge quiet" }, "● no open incident"));
     const unplaced = (S.unplaced || []).filter((u) => !state.sites.has(u.site_id));
