@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
@@ -86,23 +86,32 @@ class SiteDirectory:
         self._schemas = SchemaStore()
 
     async def for_tenant(self, tenant_id: int) -> dict[str, Site]:
-        """The tenant's sites by id (possibly ``ttl_s`` old)."""
+        """The tenant's sites by id (possibly ``ttl_s`` old); TimeoutError or KafkaException when the broker does
+        not answer."""
         if time.monotonic() - self._loaded_at > self.ttl_s:
             async with self._lock:
                 if time.monotonic() - self._loaded_at > self.ttl_s:
-                    self._sites, self.rejected = await asyncio.to_thread(self._read)
-                    self._loaded_at = time.monotonic()
+                    self._sites, rejected = await asyncio.to_thread(self._read)
+                    if rejected >= 0:  # -1: the topic is missing; look again on the next call
+                        self.rejected, self._loaded_at = rejected, time.monotonic()
         return {s.site_id: s for (t, _), s in self._sites.items() if t == tenant_id}
 
     def _read(self) -> tuple[dict[tuple[int, str], Site], int]:
-        """Every record of the topic, the latest per key winning (a tombstone removes its key)."""
+        """Every record of the topic, the latest per key winning (a tombstone removes its key), and how many
+        records were skipped (-1 when the topic does not exist)."""
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"noc-gateway-sites-{uuid.uuid4().hex[:8]}",
                       "enable.auto.commit": False, "socket.timeout.ms": int(self.timeout_s * 1000)})
         by_key: dict[bytes, Site] = {}
         rejected = 0
         try:
             tp = TopicPartition(self.topic, 0)
-            low, high = c.get_watermark_offsets(tp, timeout=self.timeout_s)
+            try:
+                low, high = c.get_watermark_offsets(tp, timeout=self.timeout_s)
+            except KafkaException as exc:
+                code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
+                    return {}, -1  # no ref.sites topic (yet): no sites, and no copy to keep
+                raise
             if high <= low:
                 return {}, 0
             c.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from confluent_kafka import KafkaException
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -38,7 +39,7 @@ def _directory(request: Request) -> SiteDirectory:
 async def _sites(request: Request, tenant: int) -> dict[str, Site]:
     try:
         return await _directory(request).for_tenant(tenant)
-    except TimeoutError as exc:
+    except (TimeoutError, KafkaException) as exc:
         raise ApiError(503, f"site directory unavailable: {exc}") from None
 
 
