@@ -7,6 +7,7 @@ The table is created idempotently from ``gateway/migrations/001_gateway_tokens.s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -113,6 +114,8 @@ class TokenVerifier:
         self._max = max_entries
         self._cache: dict[str, tuple[float, Principal | None]] = {}  # bounded: cleared at ``max_entries``
         self.on_verified: Callable[[Principal], None] = lambda p: None  # a valid token was looked up
+        # lookups running, by key (bounded by the requests waiting on them)
+        self._in_flight: dict[str, asyncio.Future[Principal | None]] = {}
 
     async def verify(self, token: str | None) -> Principal | None:
         if not token or not well_formed(token):
@@ -133,9 +136,25 @@ class TokenVerifier:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(sql, (key.removeprefix("s:"),))
-            row = await cur.fetchone()
+        # One query per key at a time: every connection of a token re-checks it when its cache entry expires, and
+        # 1,000 of them at once must not queue 1,000 identical queries for the pool's 8 connections.
+        flight = self._in_flight.get(key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        flight = self._in_flight[key] = asyncio.ensure_future(self._query(key, sql, now))
+        try:
+            return await asyncio.shield(flight)
+        finally:
+            if flight.done() and self._in_flight.get(key) is flight:
+                del self._in_flight[key]
+
+    async def _query(self, key: str, sql: str, now: float) -> Principal | None:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(sql, (key.removeprefix("s:"),))
+                row = await cur.fetchone()
+        finally:
+            self._in_flight.pop(key, None)
         principal = None if row is None else Principal(row[0], int(row[1]), frozenset(row[2]))
         if principal is not None:
             self.on_verified(principal)

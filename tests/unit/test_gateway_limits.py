@@ -124,3 +124,38 @@ def test_a_replay_longer_than_the_live_queue_goes_out_in_pages_without_overflow(
         pages.append(c.take(200))
     assert [e.offset for page in pages for e in page] == list(range(1, 3050))
     assert max(len(p) for p in pages) == 200
+
+
+def test_concurrent_lookups_of_one_token_share_one_query() -> None:
+    """1,000 connections re-checking one token at the same moment cost one query, not 1,000 queued for the pool."""
+    import asyncio
+    import contextlib
+    from collections.abc import AsyncIterator
+    from typing import Any
+
+    from gateway.tokens import TokenVerifier
+
+    queries: list[Any] = []
+
+    class Conn:
+        async def execute(self, sql: str, params: Any) -> Conn:
+            queries.append(params)
+            await asyncio.sleep(0.01)
+            return self
+
+        async def fetchone(self) -> tuple[str, int, list[str]]:
+            return ("tid", 1, ["noc:view"])
+
+    class Pool:
+        @contextlib.asynccontextmanager
+        async def connection(self) -> AsyncIterator[Conn]:
+            yield Conn()
+
+    async def main() -> None:
+        verifier = TokenVerifier(Pool(), ttl_s=30)  # type: ignore[arg-type]
+        token = "noc_abcd1234_" + "x" * 40
+        got = await asyncio.gather(*[verifier.verify(token) for _ in range(1000)])
+        assert {p.tenant_id for p in got if p is not None} == {1} and len(got) == 1000
+        assert len(queries) == 1 and not verifier._in_flight
+
+    asyncio.run(main())
