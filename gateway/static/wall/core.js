@@ -105,12 +105,12 @@ window.NocWall = (() => {
 
   // -- render scheduler ----------------------------------------------------------------------------------------
   // Panels mark themselves dirty; one timer (RENDER_EVERY_MS) then one animation frame renders what is dirty.
-  // Each renderer may ask to wait longer between its own renders (charts, heatmap: once a second or less).
+  // A renderer may ask to wait longer between its own renders (charts: 2 s; models, the sites map: 1 s).
   // The wait between renders is RENDER_EVERY_MS, or four times what the last render cost (its script, style,
-  // layout and paint: measured up to the first task after its frame), at most MAX_WAIT_MS: on a slow or starved
+  // layout and paint: measured up to the first task after its frame), at most MAX_WAIT_MS (2 s): on a slow or starved
   // machine rendering backs off and keeps under about a fifth of the main thread, leaving it free for input.
   W.RENDER_EVERY_MS = 250;
-  const MAX_WAIT_MS = 1000;
+  const MAX_WAIT_MS = 2000;
   let wait = W.RENDER_EVERY_MS;
   const renderers = new Map();  // name -> {fn, minGapMs, last, dirty}
   let timer = null;
@@ -141,7 +141,6 @@ window.NocWall = (() => {
     W.stats.renderMs += performance.now() - started;
     if (again && timer == null) timer = setTimeout(() => requestAnimationFrame(flush), wait);
   }
-  W.renderNow = (...names) => { for (const n of names) { const r = renderers.get(n); if (r) { r.dirty = false; r.last = Date.now(); r.fn(); } } };
 
   // Re-render a container's rows without losing the keyboard focus: the element focused before (found again by
   // its row's data-id and, for buttons, data-to) is focused again after.
@@ -161,7 +160,7 @@ window.NocWall = (() => {
     W.state.siteFilter = siteId || null;
     document.body.dataset.siteFilter = siteId || "";
     for (const fn of W.onFilter) fn(W.state.siteFilter);
-    W.dirty("feed", "incidents", "tickets", "heatmap", "sites", "filter");
+    W.dirty("feed", "incidents", "tickets", "heatmap", "sites");
   };
   W.onFilter = [];
   W.matchesSite = (siteId) => !W.state.siteFilter || siteId === W.state.siteFilter;

@@ -40,7 +40,6 @@
     W.buildResolveDialog();
     W.panelsWithTimes = ["feed", "incidents", "drill", "trends"];
     W.onFilter.push((site) => { chip.hidden = !site; $("site-filter-name").textContent = site ? `site: ${site}` : ""; });
-    W.register("filter", () => {});
   }
 
   async function panel(name, fn) {
