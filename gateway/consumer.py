@@ -110,6 +110,7 @@ class FeedConsumer:
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once partitions are assigned (or the thread failed: see error)
         self.error: BaseException | None = None
+        self.partitions: frozenset[int] = frozenset()  # of the events topic, once assigned
         self._thread = threading.Thread(target=self._run, name="noc-gateway-feed", daemon=True)
 
     def start(self) -> None:
@@ -150,6 +151,7 @@ class FeedConsumer:
         dead = DeadLetters(self._bootstrap, self._namespace)
         try:
             live_from = self._assign(consumer)
+            self.partitions = frozenset(live_from)
             self.ready.set()
             while not self._stop.is_set():
                 # consume(n, timeout) waits for n records or the timeout, which would add up to the timeout to

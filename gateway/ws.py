@@ -314,6 +314,9 @@ class Connection:
             return
         self.attached = True
         cursor: tuple[int, int] | None = msg.get("cursor")
+        consumer = getattr(self.ws.app.state, "consumer", None)
+        if cursor is not None and consumer is not None and cursor[0] not in consumer.partitions:
+            raise ProtocolViolation(1007, f"cursor names partition {cursor[0]}, which the feed does not have")
         if cursor is not None:
             c.last_offset[cursor[0]] = max(c.last_offset.get(cursor[0], -1), cursor[1])
         c.paused = True  # a client that was live already (per-event mode) waits for its replay

@@ -348,6 +348,12 @@ def test_a_resume_longer_than_the_client_queue_is_delivered_in_pages(env: dict[s
                 env["feed"].send(noc_event("alert_created", f"r-{i}", 1, {"n": i}), flush=False)
             env["feed"].flush()
             await _events(ws, n - 1, 30)
+        async with _open(url, env["t1"]) as ws:  # a cursor of a partition the feed does not have: refused
+            await ws.send(orjson.dumps({"action": "subscribe", "resume_from": "nope", "cursor": "9999:0"}).decode())
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
         async with _open(url, env["t1"]) as ws:
             ack = await _subscribe(ws, resume_from=first["event_id"], cursor=first["cursor"])
             assert ack["resume"] == source and ack["replayed"] == n - 1
