@@ -25,6 +25,7 @@ from gateway.tokens import hash_token
 __all__ = ["COOKIE", "SessionStore", "cookie_header", "session_from_headers"]
 
 COOKIE = "noc_session"
+MAX_PER_TOKEN = 20
 
 
 def session_from_headers(headers: Headers) -> str | None:
@@ -60,6 +61,11 @@ class SessionStore:
                 "VALUES (%s, %s, now() + %s * interval '1 s') RETURNING expires_at",
                 (hash_token(value), hash_token(token), self.ttl_s))
             row = await cur.fetchone()
+            # At most MAX_PER_TOKEN live sessions per token (the oldest go): signing in in a loop stays bounded.
+            await conn.execute(
+                "DELETE FROM gateway_sessions WHERE token_hash = %s AND session_hash NOT IN (SELECT session_hash "
+                "FROM gateway_sessions WHERE token_hash = %s ORDER BY created_at DESC LIMIT %s)",
+                (hash_token(token), hash_token(token), MAX_PER_TOKEN))
         assert row is not None
         return value, row[0]
 

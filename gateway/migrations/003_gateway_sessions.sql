@@ -8,3 +8,4 @@ CREATE TABLE IF NOT EXISTS gateway_sessions (
     expires_at   TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gateway_sessions_expires ON gateway_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS gateway_sessions_token ON gateway_sessions (token_hash, created_at);

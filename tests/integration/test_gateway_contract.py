@@ -174,8 +174,17 @@ def test_a_dashboard_session_is_an_httponly_cookie_that_needs_our_origin_and_end
         while client.get("/api/v2/noc/session").status_code != 401:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        # Sign-out deletes the session and clears the cookie.
+        # Signing in again and again keeps at most 20 sessions of a token.
         other = create_token(env["dsn"], 1, ["noc:view"])[1]
+        for _ in range(25):
+            assert client.post("/api/v2/noc/session", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+        import psycopg
+
+        with psycopg.connect(env["dsn"], connect_timeout=10) as conn:
+            row = conn.execute("SELECT count(*) FROM gateway_sessions s JOIN gateway_tokens t "
+                               "ON t.token_hash = s.token_hash WHERE t.revoked_at IS NULL").fetchone()
+        assert row is not None and row[0] == 20
+        # Sign-out deletes the session and clears the cookie.
         client.cookies.clear()
         assert client.post("/api/v2/noc/session", headers={"Authorization": f"Bearer {other}"}).status_code == 200
         assert client.get("/api/v2/noc/session").status_code == 200
