@@ -1,6 +1,6 @@
 // Fraud heatmap: sites × hour of day (the site's local hours), coloured by flagged punches or mean score over the
 // chosen period, with the value written in each cell. Flagged counts go up live with each fraud_scored event
-// (only HIGH and CRITICAL scores are on the feed); the whole grid is re-read every minute. A click (or Enter) on
+// (only HIGH and CRITICAL scores are on the feed, so the mean score waits); the whole grid is re-read every minute. A click (or Enter) on
 // a cell lists that site's recent scores at that hour, with their reasons.
 "use strict";
 (() => {
@@ -65,9 +65,9 @@
     if (!r) return;
     const hr = localHour(ms, r.timezone);
     if (!(hr >= 0 && hr < 24)) return;
-    r.flagged[hr] += (p.risk_level === "HIGH" || p.risk_level === "CRITICAL") ? 1 : 0;
-    r.scores[hr] += 1;
-    r.sum[hr] += Number(p.fraud_probability) || 0;
+    // Only flagged scores are on the feed: they count live; the mean (of all scores) waits for the next refresh.
+    if (p.risk_level !== "HIGH" && p.risk_level !== "CRITICAL") return;
+    r.flagged[hr] += 1;
     W.dirty("heatmap");
   };
 
@@ -123,7 +123,7 @@
         if (!recolour && td.textContent === text && td.dataset.value === String(v ?? "")) continue;
         td.textContent = text;
         td.dataset.value = v ?? "";
-        td.setAttribute("aria-label", `${r.site_id} ${String(i).padStart(2, "0")}:00 local: ${r.flagged[i]} flagged of ${r.scores[i]} scores`);
+        td.setAttribute("aria-label", `${r.site_id} ${String(i).padStart(2, "0")}:00 local: ${r.flagged[i]} flagged; ${r.scores[i]} scores at the last refresh`);
         const col = v ? colour(max ? v / max : 0) : null;
         td.style.backgroundColor = col ? col.bg : "";
         td.classList.toggle("on-light", !!(col && col.dark));

@@ -45,7 +45,7 @@
   async function panel(name, fn) {
     try { await fn(); }
     catch (e) {
-      if (e.status === 401 || e.status === 403) throw e;
+      if (e.status === 401 || e.status === 403) { clearInterval(refreshTimer); throw e; }  // signed out
       console.warn(`wall: ${name} not loaded`, e);
       W.toast(`${name}: ${e.message}`, true);
     }
@@ -54,7 +54,7 @@
     await panel("heatmap", async () => W.loadHeatmap(await state.api.get(`/wall/heatmap?hours=${W.heat.hours}&anchor=latest`)));
   }
   async function refresh() {
-    await Promise.all([
+    await Promise.allSettled([
       panel("sites", async () => { W.loadSites(await state.api.get("/wall/sites")); W.recountSites(); }),
       loadHeatmap(),
       panel("latency", async () => W.loadLatency((await state.api.get("/wall/trends?anchor=latest")).latency))]);
