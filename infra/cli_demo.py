@@ -160,6 +160,7 @@ def simulator_args(args: argparse.Namespace, bootstrap: str, namespace: str,
 QUIET = 2
 # Metrics ports of the demo's worker (its site stage takes the next one) and sink; the gateway's is --port.
 WORKER_METRICS = 9101
+SINK_BATCH_MS = 100
 
 
 def metrics_ports(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -177,7 +178,9 @@ def children(args: argparse.Namespace, sim: list[str] | None = None,
     worker_port, _site_port, sink_port = metrics_ports(args)
     procs = [
         ("worker", [noc, "worker", "--metrics-port", str(worker_port)]),
-        ("sink", [noc, "sink", "--metrics-port", str(sink_port), "--no-migrate"]),
+        # a partial batch waits 100 ms, not the default 500: the live world's few events a minute would each wait
+        # the whole window (ticket changes reach the feed through the sink); the back-fill fills batches anyway
+        ("sink", [noc, "sink", "--metrics-port", str(sink_port), "--no-migrate", "--batch-ms", str(SINK_BATCH_MS)]),
         ("gateway", [noc, "gateway", "--port", str(args.port)]),
     ]
     if sim is not None:

@@ -358,7 +358,7 @@ class Verifier:
         t0 = time.monotonic()
         with connect(ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
                      open_timeout=self.timeout_s, close_timeout=self.timeout_s) as ws:
-            ws.send(orjson.dumps({"action": "subscribe"}).decode())
+            # the documented default: no subscribe, one event per message
             got = _first_event(ws, t0 + self.ws_wait_s)
             how = "waited for the live feed"
             if got is None and self.poke:
