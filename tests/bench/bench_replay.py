@@ -1,22 +1,28 @@
-"""Replay throughput beside the live worker's, on the same input, in one run.
+"""Replay throughput with 1 and more person-stage processes, beside the consume+decode ceiling, in one run.
 
-    python tests/bench/bench_replay.py [--hours 24] [--tenants 2] [--sites 10] [--guards 8] [--no-worker]
+    python tests/bench/bench_replay.py [--people 10000] [--span-min 1560] [--procs 1,2] [--worker]
 
-1. Simulates the world into a fresh namespace (the "live" one) on the running broker.
-2. Baseline: a plain consume + merge + Avro decode of the same input range (the ceiling any replay has
-   before doing work), measured in this run.
-3. Replay: ``run_replay`` over the range into a sandbox (the same sans-I/O pipeline the worker drives).
-4. Worker: ``noc worker`` as a subprocess on the fresh namespace; its rate is input records over the time
-   from start to the last change of its output end offsets (outputs "settle" when nothing changes for
-   ``--settle`` seconds). Start-up (reference loading, Faust) is included and reported separately.
-5. Comparability: ``noc replay diff`` of the replay against the worker's outputs (counts per kind).
+1. Simulates bench_worker's world (``world_config``: 10,000 people; 26 h of it is ~1M input records) into a
+   fresh namespace (the "live" one) on the running broker.
+2. Ceiling: bench_worker's plain confluent-kafka consume + Avro decode of every input record, same run.
+3. Replay: ``run_replay`` over the whole range into one sandbox per ``--procs`` value (the person stage in that
+   many processes, the site stage and the producer in the parent); records/s (input records over the wall time
+   of ``run_replay``: reference loading, process start-up and the final producer flush included), CPU seconds
+   of the replay's processes per record, and a check that every output topic holds the same bytes as the
+   first replay's (SHA-256 per topic over partition, offset, timestamp, key and value).
+4. ``--worker``: ``noc worker`` as a subprocess on the same namespace; its rate is input records over the time
+   from start to the last change of its output end offsets, and ``noc replay diff`` of the replay against it.
 
+The machine's load average is printed with the figures: on a shared machine they are indicative.
 Everything it creates (namespaces, the worker's data dir) is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -25,38 +31,55 @@ import time
 import uuid
 from pathlib import Path
 
+from bench_worker import ceiling, world_config
+
 from infra.config import settings
 from infra.topics_admin import apply_topics, delete_namespace
-from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
-from simulator.config import HOUR_MS, SimConfig
 from simulator.produce import simulate
-from streams.replay import INPUT_TOPICS, ReplayRequest, read_snapshot, run_replay
+from streams.replay import ReplayReport, ReplayRequest, read_snapshot, run_replay
 from streams.replay_diff import diff
-from streams.replay_io import PartitionReader, consumer, end_offsets, offset_range
-from streams.replay_merge import merge
+from streams.replay_io import consumer, end_offsets, offset_range, read_spans
 
 OUTPUTS = ("signal-windows", "baselines", "anomalies", "incidents", "fraud-scores", "ticket-commands",
            "finding-escalations", "events", "dead-letters")
 
 
-def consume_decode(bootstrap: str, ns: str, lo: int, hi: int) -> tuple[int, float]:
-    store = SchemaStore()
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f} (5-min {five:.1f}) on {os.cpu_count()} cores"
+
+
+def digests(bootstrap: str, ns: str) -> dict[str, str]:
+    """Per output topic: records and SHA-256 over (partition, offset, timestamp, key, value), in order."""
     c = consumer(bootstrap)
     try:
-        spans = [s for short in INPUT_TOPICS for s in offset_range(c, short, topic(short, ns), lo, hi)]
+        spans = {short: offset_range(c, short, topic(short, ns), None, None) for short in OUTPUTS}
     finally:
         c.close()
-    t0 = time.perf_counter()
-    n = 0
-    with PartitionReader(bootstrap, spans) as r:
-        for item in merge(r.iterators()):
-            try:
-                store.decode(item.value)
-            except DecodeError:
-                pass  # malformed on purpose: still read
+    out = {}
+    for short, sp in spans.items():
+        h, n = hashlib.sha256(), 0
+        for i in read_spans(bootstrap, sp):
+            h.update(f"{i.partition}:{i.offset}:{i.timestamp}:{len(i.key or b'')}:".encode())
+            h.update(i.key or b"")
+            h.update(i.value or b"")
             n += 1
-    return n, time.perf_counter() - t0
+        out[short] = f"{n}:{h.hexdigest()[:16]}"
+    return out
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the replay's person-stage processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def replay(bootstrap: str, live: str, sandbox: str, start: int, end: int, procs: int) -> tuple[ReplayReport, float]:
+    cpu0 = _cpu()
+    rep = run_replay(ReplayRequest(bootstrap, live, sandbox, start, end, progress=None, compare_live=False,
+                                   procs=procs, manifest_dir=Path(tempfile.mkdtemp(prefix="bench-replay-"))))
+    return rep, _cpu() - cpu0
 
 
 def run_worker(bootstrap: str, ns: str, settle_s: float, timeout_s: float) -> tuple[float, float, dict[str, int]]:
@@ -102,55 +125,67 @@ def run_worker(bootstrap: str, ns: str, settle_s: float, timeout_s: float) -> tu
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hours", type=float, default=24)
-    ap.add_argument("--tenants", type=int, default=2)
-    ap.add_argument("--sites", type=int, default=10)
-    ap.add_argument("--guards", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--no-worker", action="store_true", help="skip the live worker (replay and ceiling only)")
-    ap.add_argument("--settle", type=float, default=8.0, help="seconds without output change = done")
-    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--people", type=int, default=10_000)
+    ap.add_argument("--span-min", type=int, default=1560, help="simulated minutes (1560: ~1M inputs at 10,000)")
+    ap.add_argument("--procs", default="1,2", help="comma-separated person-stage process counts to measure")
+    ap.add_argument("--worker", action="store_true", help="also run noc worker on the same input and diff")
+    ap.add_argument("--settle", type=float, default=8.0, help="--worker: seconds without output change = done")
+    ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args()
+    procs = [int(p) for p in args.procs.split(",") if p.strip()]
 
     bootstrap = settings().bootstrap
-    cfg = SimConfig(seed=args.seed, tenants=args.tenants, sites_per_tenant=args.sites, guards_per_site=args.guards,
-                    span=int(args.hours * HOUR_MS), scenario_rate=0.1)
+    cfg = world_config(args.people, args.span_min)
     live = "b" + uuid.uuid4().hex[:10]
-    sandbox = live + "r"
+    sandboxes = [f"{live}p{n}" for n in procs]
     apply_topics(bootstrap, live)
     try:
+        t = time.perf_counter()
         sim = simulate(cfg, bootstrap, live, progress=None)
-        print(f"simulated {sim.total:,} records ({args.hours:g} h, {args.tenants}x{args.sites}x{args.guards}) "
-              f"into {live} in {sim.elapsed_s:.1f}s")
-
-        n, secs = consume_decode(bootstrap, live, cfg.start, cfg.end)
-        print(f"baseline  consume+merge+decode : {n:>8,} records in {secs:6.2f}s = {n / secs:>9,.0f} rec/s")
-
-        rep = run_replay(ReplayRequest(bootstrap, live, sandbox, cfg.start, cfg.end, progress=None,
-                                       manifest_dir=Path(tempfile.mkdtemp(prefix="bench-replay-"))))
-        print(f"replay    full pipeline        : {rep.total_in:>8,} records in {rep.elapsed_s:6.2f}s = "
-              f"{rep.rate:>9,.0f} rec/s  ({rep.rate / (n / secs):.2f}x the ceiling; "
-              f"{sum(rep.outputs.values()):,} outputs)")
-        if args.no_worker:
-            print("worker    skipped (--no-worker)")
+        assert sim.ok, sim.errors
+        people = cfg.tenants * cfg.sites_per_tenant * cfg.guards_per_site
+        print(f"world     {people:,} people, {args.span_min} min: {sim.total:,} records simulated into {live} in "
+              f"{time.perf_counter() - t:.1f}s; {load()}")
+        n, secs = ceiling(bootstrap, live)
+        ceil = n / secs
+        print(f"ceiling   consume + decode     : {n:>9,} records in {secs:7.2f}s = {ceil:>8,.0f} rec/s "
+              f"({secs / n * 1e6:.1f} µs/record); {load()}")
+        first: dict[str, str] | None = None
+        rates: dict[int, float] = {}
+        rep: ReplayReport | None = None
+        for k, sandbox in zip(procs, sandboxes, strict=True):
+            rep, cpu = replay(bootstrap, live, sandbox, cfg.start, cfg.end, k)
+            rates[k] = rep.rate
+            print(f"replay    --procs {k} ({rep.procs} proc): {rep.total_in:>9,} records in {rep.elapsed_s:7.2f}s = "
+                  f"{rep.rate:>8,.0f} rec/s ({rep.rate / ceil:.0%} of the ceiling); CPU {cpu:.1f}s = "
+                  f"{cpu / max(1, rep.total_in) * 1e6:.0f} µs/record; {sum(rep.outputs.values()):,} outputs; {load()}")
+            got = digests(bootstrap, sandbox)
+            if first is None:
+                first = got
+                print("outputs   " + ", ".join(f"{t} {v.split(':')[0]}" for t, v in got.items()))
+            else:
+                same = got == first
+                print(f"outputs   --procs {k} vs --procs {procs[0]}: "
+                      + ("byte-identical in every output topic" if same else
+                         "DIFFERENT in " + ", ".join(t for t in OUTPUTS if got[t] != first[t])))
+        if len(rates) > 1:
+            base = rates[procs[0]]
+            print("speed-up  " + ", ".join(f"--procs {k}: {r / base:.2f}x" for k, r in rates.items()))
+        if not args.worker or rep is None:
             return 0
         done_s, first_s, per_topic = run_worker(bootstrap, live, args.settle, args.timeout)
-        outs = sum(per_topic.values())
-        busy = max(1e-9, done_s - first_s)
-        print(f"worker    noc worker (Faust)   : {rep.total_in:>8,} records in {done_s:6.2f}s = "
-              f"{rep.total_in / done_s:>9,.0f} rec/s incl. start-up ({first_s:.1f}s to first output; "
-              f"{rep.total_in / busy:,.0f} rec/s after it); {outs:,} outputs")
-        print(f"ratio     replay / worker      : {rep.rate / (rep.total_in / done_s):.2f}x")
+        print(f"worker    noc worker           : {rep.total_in:>9,} records in {done_s:7.2f}s = "
+              f"{rep.total_in / done_s:>8,.0f} rec/s incl. start-up ({first_s:.1f}s to first output); {load()}")
         d = diff(read_snapshot(bootstrap, live, cfg.start, cfg.end),
-                 read_snapshot(bootstrap, sandbox, cfg.start, cfg.end), "worker", "replay")
+                 read_snapshot(bootstrap, sandboxes[-1], cfg.start, cfg.end), "worker", "replay")
         print("diff      replay vs worker     : " + ("identical" if d.identical else "; ".join(
             f"{k.kind} +{len(k.added)} -{len(k.removed)} ~{len(k.changed)} of {k.base_count}" for k in d.kinds)))
         counts = [f"{t} {per_topic.get(t, 0):,} vs {rep.outputs.get(t, 0):,}" for t in OUTPUTS
                   if per_topic.get(t, 0) != rep.outputs.get(t, 0)]
         print("records   worker vs replay     : " + ("same per topic" if not counts else "; ".join(counts)))
     finally:
-        delete_namespace(bootstrap, live)
-        delete_namespace(bootstrap, sandbox)
+        for ns in (live, *sandboxes):
+            delete_namespace(bootstrap, ns)
     return 0
 
 

@@ -277,6 +277,13 @@ def latency(bootstrap: str, rate: float, people_cfg: SimConfig, work: Path,
     return len(lat), statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
 
+def world_config(people: int = 10_000, span_min: int = 360) -> SimConfig:
+    """The bench world: two tenants of 20-guard sites, ``people`` guards in all (rounded down to whole sites)."""
+    guards = 20
+    sites = max(1, people // guards // 2)
+    return SimConfig(seed=7, tenants=2, sites_per_tenant=sites, guards_per_site=guards, span=span_min * MINUTE_MS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--people", type=int, default=10_000)
@@ -290,9 +297,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="worker processes sharing the backlog (scale-out)")
     args = ap.parse_args()
     bootstrap = settings().bootstrap
-    guards = 20
-    sites = max(1, args.people // guards // 2)
-    cfg = SimConfig(seed=7, tenants=2, sites_per_tenant=sites, guards_per_site=guards, span=args.span_min * MINUTE_MS)
+    cfg = world_config(args.people, args.span_min)
+    sites, guards = cfg.sites_per_tenant, cfg.guards_per_site
     ns = "bw" + uuid.uuid4().hex[:8]
     apply_topics(bootstrap, ns)
     try:
