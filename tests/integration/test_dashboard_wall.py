@@ -95,7 +95,8 @@ def test_wall_panels_clicks_and_ticket_actions(pg_schema: tuple[str, str], names
         wait.until(lambda _: attr('g.site[data-site="s-nbo-1"]', "data-severity") == "CRITICAL")
         assert attr('g.site[data-site="s-lon-1"]', "data-severity") == "MEDIUM"
         assert attr('g.site[data-site="s-nbo-2"]', "data-severity") == ""
-        css('g.site[data-site="s-lon-1"]').click()
+        d.execute_script("arguments[0].focus()", css('g.site[data-site="s-lon-1"]'))
+        ActionChains(d).send_keys(Keys.ENTER).perform()  # the keyboard picks a site as a click does
         wait.until(lambda _: [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#incidents tr")]
                    == ["inc-b"])
         wait.until(lambda _: [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#tickets tr")]
@@ -161,7 +162,11 @@ def test_wall_panels_clicks_and_ticket_actions(pg_schema: tuple[str, str], names
         wait.until(lambda _: attr('#drill-tickets tr[data-id="tk-a"]', "data-status") == "RESOLVED")
         css("#drill-close").click()
 
-        # -- resolve from the queue as FALSE_POSITIVE ------------------------------------------------------------
+        # -- resolve from the queue as FALSE_POSITIVE (Esc first: closing the dialog changes nothing) --------------
+        css('#tickets tr[data-id="tk-b"] button[data-to="RESOLVED"]').click()
+        wait.until(lambda _: css("#resolve-dialog").get_attribute("open") is not None)
+        ActionChains(d).send_keys(Keys.ESCAPE).perform()
+        wait.until(lambda _: css("#resolve-dialog").get_attribute("open") is None)
         css('#tickets tr[data-id="tk-b"] button[data-to="RESOLVED"]').click()
         wait.until(lambda _: css("#resolve-dialog").get_attribute("open") is not None)
         Select(css("#resolve-resolution")).select_by_value("FALSE_POSITIVE")
