@@ -82,7 +82,8 @@
       "aria-label": `Incident ${i.title || i.incident_id}: open details`,
       onclick: () => openDrill(i.incident_id),
       onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openDrill(i.incident_id); } } },
-      h("td", null, W.badge(i.combined_severity)), h("td", null, String(i.title || i.incident_id).slice(0, 200)),
+      h("td", null, W.badge(i.combined_severity)),
+      h("td", { title: String(i.title || i.incident_id).slice(0, 500) }, String(i.title || i.incident_id).slice(0, 200)),
       h("td", null, i.site_id || ""), h("td", { class: "when" }, W.when(i.last_seen, i.site_id)));
   }
   // Rows are built once per (record version, time zone) and moved, not rebuilt, by later renders; a render that
@@ -127,8 +128,9 @@
   function ticketRow(t) {
     return h("tr", { dataset: { id: t.ticket_id, status: t.status || "", version: t.version ?? "" } },
       h("td", null, t.ticket_no || t.ticket_id), h("td", null, W.badge(t.priority)),
-      h("td", { class: "tstatus" }, t.status || "", t.resolution ? ` · ${t.resolution}` : ""),
-      h("td", null, String(t.title || "").slice(0, 200)),
+      h("td", { class: "tstatus", title: `${t.status || ""}${t.resolution ? " · " + t.resolution : ""}` },
+        t.status || "", t.resolution ? ` · ${t.resolution}` : ""),
+      h("td", { title: String(t.title || "").slice(0, 500) }, String(t.title || "").slice(0, 200)),
       h("td", { class: "actions" }, W.ticketActions ? W.ticketActions(t) : ""));
   }
   let ticketRows = new Map();
