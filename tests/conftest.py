@@ -107,19 +107,18 @@ def pg_schema(pg_dsn: str) -> Iterator[tuple[str, str]]:
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A private three-node KRaft cluster (``infra.kafka_cluster``) on free ports in a temporary directory, for
     the fault tests that kill brokers; stopped at the end of the session. Yields its ``ClusterConfig``."""
-    import socket
+    import random
 
     from infra.config import settings
     from infra.kafka_cluster import cluster_config, cluster_down, cluster_up
     from infra.procs import InfraError
 
     def free_run(n: int) -> int:
-        # n consecutive free ports (a node's port is port + i)
-        for _ in range(50):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                base = int(sock.getsockname()[1])
-            if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
+        # n consecutive free ports (a node's port is port + i), below Linux's ephemeral range (32768-60999): a port
+        # the kernel hands out to some client's connection meanwhile would stop a node from binding it
+        for _ in range(200):
+            base = random.randrange(20_000, 32_000 - n)
+            if all(_port_free(base + i) for i in range(n)):
                 return base
         pytest.fail("no run of free ports for the test cluster")
 
