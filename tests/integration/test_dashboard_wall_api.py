@@ -111,6 +111,10 @@ def test_wall_endpoints_answer_from_the_world(pg_schema: tuple[str, str], namesp
         _get(client, "/wall/sites", "noc_bogus_" + "x" * 30, status=401)
         _get(client, "/wall/heatmap?hours=100000", view, status=400)
         _get(client, "/wall/sites/s-nbo-1/scores?hour=24", view, status=400)
+        _get(client, "/wall/incidents/" + "i" * 300, view, status=400)
+        _get(client, "/wall/sites/s%01x/scores", view, status=400)
+        _get(client, "/wall/trends?hours=two", view, status=400)
+        _get(client, "/wall/heatmap?until=yesterday", view, status=400)
 
 
 def _hostile_sites() -> list[tuple[bytes, bytes | None]]:
