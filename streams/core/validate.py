@@ -142,10 +142,13 @@ def validate_input(stem: str, record: Record, ref: ReferenceData, broker_time_ms
     """OK, or why a decoded input must be dead-lettered, in this order: the contract's field domains
     (OUT_OF_RANGE, TOO_LONG, BAD_ID, BAD_TEXT), UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT against the record's
     broker time ``broker_time_ms`` (its Kafka timestamp), FUTURE_EVENT against its ``received_at``."""
-    bad = contract.check(stem, record, None)
-    if bad is not None:
+    bad = contract.check(stem, record, broker_time_ms)  # one pass: the field domains and the broker time
+    if bad is not None and bad.reason != contract.FUTURE_EVENT:
         return Verdict(bad.reason, bad.detail)
-    return validate(stem, record, ref, int(record["received_at"]), config, broker_time_ms=broker_time_ms)
+    verdict = validate(stem, record, ref, int(record["received_at"]), config)  # reference data, received_at
+    if bad is not None and verdict.reason not in (UNKNOWN_TENANT, UNKNOWN_SITE):
+        return Verdict(bad.reason, bad.detail)  # FUTURE_EVENT against the broker time comes before received_at
+    return verdict
 
 
 def contract_verdict(stem: str, record: Record, broker_time_ms: int | None) -> Verdict:
