@@ -18,8 +18,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from confluent_kafka import Producer
 
 from schemas import serde
+from schemas.topics import topic
 from simulator.config import HOUR_MS, SimConfig
 from simulator.produce import simulate
 from streams.export import export
@@ -127,3 +129,17 @@ def test_export_after_two_worker_kills_equals_the_clean_runs_records(kafka_boots
         assert sorted(map(repr, mine)) == sorted(map(repr, want)), f"{short} ({mode}) differs from the clean run"
     # the crash did leave records twice in the topics (else this test would prove nothing about dedupe)
     assert repeated > 0
+
+    # Hostile records in the topic (garbage, a truncated record, another schema's record): skipped and counted,
+    # and the file holds exactly the rows of the export before them.
+    before = _rows(tmp_path / "fraud-scores-latest.parquet")
+    good = read_topic(kafka_bootstrap, namespace, "fraud-scores")[0]
+    other = read_topic(kafka_bootstrap, namespace, "attendance")[0]
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "message.timeout.ms": 30_000})
+    for value in (b"\x00garbage", (good.value or b"")[:-7], other.value):
+        p.produce(topic("fraud-scores", namespace), value, good.key, partition=good.partition)
+    assert p.flush(30) == 0
+    again = export(kafka_bootstrap, namespace, "fraud-scores", None, None, "parquet", tmp_path / "again.parquet",
+                   progress=None)
+    assert again.skipped == 3
+    assert _rows(tmp_path / "again.parquet") == before
