@@ -90,8 +90,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "shift_other_person",  # the shift belongs to someone else
     "shift_other_site",  # the shift is at another site
     "shift_cancelled",
-    "minutes_from_shift_start",  # signed: positive = after the scheduled start
-    "minutes_from_shift_end",  # signed: positive = after the scheduled end
+    "minutes_from_shift_start",  # check-in, signed: positive = after the scheduled start
+    "minutes_from_shift_end",  # check-out, signed: positive = after the scheduled end
     "face_match_score",  # NaN when no face check ran
     "phone_events_2h",
     "location_updates_2h",
@@ -120,6 +120,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "geofence_distance_vs_habit_m",  # metres outside the fence minus the person's usual, at punches
     "minutes_late_vs_habit",  # check-in: lateness vs the shift start minus the person's usual lateness
     "rostered_here_now",  # a shift of this person at this site covers the punch (1), none (0), unknown (NaN)
+    "scan_gap_phone_on_min",  # check-out: longest scan gap beyond the longest phone silence (on, not scanning)
 )
 FEATURE_HASH: str = hashlib.sha256("\n".join(FEATURE_NAMES).encode()).hexdigest()
 N_FEATURES = len(FEATURE_NAMES)
@@ -459,8 +460,11 @@ def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record |
         v[15] = 1.0 if shift.get("person_id") != me else 0.0
         v[16] = 1.0 if shift.get("site_id") != att["site_id"] else 0.0
         v[17] = 1.0 if shift.get("status") == "CANCELLED" else 0.0
-        v[18] = (t - int(shift["starts_at"])) / MINUTE_MS
-        v[19] = (t - int(shift["ends_at"])) / MINUTE_MS
+        # a check-in is judged against the start, a check-out against the end (the other is the shift's length)
+        if check_in:
+            v[18] = (t - int(shift["starts_at"])) / MINUTE_MS
+        else:
+            v[19] = (t - int(shift["ends_at"])) / MINUTE_MS
 
     face = att.get("face_match_score")
     v[20] = NaN if face is None else float(face)
@@ -494,6 +498,7 @@ def build_features(att: Record, ps: PersonState, ds: DeviceState, site: Record |
             v[30] = min(done / due, 1.0) if due else NaN
         v[37] = (max(ps.max_scan_gap, t - ps.last_scan) if ps.last_scan is not None else elapsed) / MINUTE_MS
         v[38] = (max(ps.max_signal_gap, t - ps.last_signal) if ps.last_signal is not None else elapsed) / MINUTE_MS
+        v[48] = max(0.0, v[37] - v[38])
         v[39] = float(ps.since_in_fixes)
         if ps.since_in_fixes:
             v[40] = ps.since_in_away / ps.since_in_fixes

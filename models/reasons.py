@@ -163,6 +163,8 @@ _DESCRIBE: dict[str, Callable[[float, Vec], str]] = {
     "punches" if v > 0 else "no further out than this guard usually punches",
     "minutes_late_vs_habit": lambda v, _: f"{abs(v):.0f} min {'later' if v > 0 else 'earlier'} than this guard "
     "usually arrives for a shift",
+    "scan_gap_phone_on_min": lambda v, _: f"{_minutes(v)} longer without a checkpoint scan than the phone was ever "
+    "silent: on, but not patrolling",
     "rostered_here_now": _yes("on the roster here now", "not rostered at this site at this time"),
 }
 assert set(_DESCRIBE) == set(FEATURE_NAMES), "every feature needs a description"

@@ -133,6 +133,7 @@ def test_check_out_tour_completion_and_activity_windows() -> None:
     assert f(v, "tour_completion_ratio") == pytest.approx(4 / 3 / 8)
     assert f(v, "longest_scan_gap_min") == pytest.approx(480 - 13)  # the last scan to the check-out
     assert f(v, "longest_signal_gap_min") == pytest.approx(7 * 60 - 13)  # the last scan to the phone event
+    assert f(v, "scan_gap_phone_on_min") == pytest.approx(60)  # the phone signalled an hour before the check-out
     assert f(v, "fixes_since_check_in") == 5.0 and f(v, "share_fixes_away_since_check_in") == 0.0
     assert f(v, "rostered_here_now") == 1.0
     assert f(v, "activity_since_check_in") == 6.0

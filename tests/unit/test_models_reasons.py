@@ -70,6 +70,7 @@ EVIDENCE = {
                     "geofence_distance_vs_habit_m", "km_from_last_fix", "speed_over_own_fastest",
                     "speed_kmh_since_last_fix"},
     "MISSED_TOUR": {"tour_completion_ratio", "tour_rounds_done", "tour_rounds_due", "longest_scan_gap_min",
+                    "scan_gap_phone_on_min",
                     "checkpoint_scans_2h"},
     "LATE_ARRIVAL": {"minutes_from_shift_start", "minutes_late_vs_habit", "minutes_from_usual_check_in"},
 }
@@ -93,14 +94,17 @@ def test_each_scenarios_leading_reason_is_its_evidence(trained: tuple[object, ob
     assert isinstance(scorer, Scorer) and isinstance(ds, Dataset)
     results = scorer.score_many(ds.X.tolist())
     leading: dict[str, Counter[str]] = {}
+    in_top3: dict[str, list[bool]] = {}
     for y, scen, r in zip(ds.y, ds.scenarios, results, strict=True):
         if y and r.fraud_probability >= 0.5 and r.reasons:
             leading.setdefault(scen, Counter())[r.reasons[0]["feature"]] += 1
+            in_top3.setdefault(scen, []).append(any(x["feature"] in EVIDENCE[scen] for x in r.reasons))
     assert set(leading) == set(EVIDENCE), leading
     for scen, counts in leading.items():
-        total = sum(counts.values())
-        on_evidence = sum(n for f, n in counts.items() if f in EVIDENCE[scen])
-        assert on_evidence / total >= 0.6, (scen, counts.most_common(5))
+        # the most frequent leading reason is the scenario's evidence, and nearly every flagged fraud has its
+        # evidence among the three reasons given
+        assert counts.most_common(1)[0][0] in EVIDENCE[scen], (scen, counts.most_common(5))
+        assert sum(in_top3[scen]) / len(in_top3[scen]) >= 0.8, (scen, counts.most_common(5))
     # and the words: no raw feature name leaks into a description
     descs = [r["description"] for res in results[:500] for r in res.reasons]
     assert descs and not any("_" in d for d in descs)
