@@ -1,6 +1,6 @@
 """Per-event fraud scoring latency: the naive path beside the cached inline path, in one run.
 
-    python tests/bench/bench_scoring.py [--events 20000] [--rate 5000] [--window-ms 10] [--seed 7]
+    python tests/bench/bench_scoring.py [--events 20000] [--rate 5000] [--window-ms 10] [--seed 7] [--days 30]
 
 Naive: one ``xgboost.DMatrix`` + ``predict`` per event (no reasons). Inline: the production
 ``Scorer.score_many`` on micro-batches of the events arriving in ``--window-ms`` at ``--rate`` events/s,
@@ -30,12 +30,12 @@ from models.scoring import Scorer
 from models.train import TrainConfig, build_dataset, calibrate, fit, time_split
 
 
-def history(seed: int) -> list[tuple[str, dict[str, object]]]:
+def history(seed: int, days: float) -> list[tuple[str, dict[str, object]]]:
     """Simulator history when the simulator is there, else the tests' hand-made world."""
     try:
         from models.simsource import sim_history
 
-        return list(sim_history(seed, 30, variation="randomised"))
+        return list(sim_history(seed, days, variation="randomised"))
     except ImportError:
         from models_world import world
 
@@ -53,12 +53,13 @@ def main() -> None:
     ap.add_argument("--window-ms", type=float, default=10.0, help="micro-batch window")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--days", type=float, default=30, help="simulated days of history to train on")
     args = ap.parse_args()
     import lightgbm as lgb
     import xgboost as xgb
 
     t0 = time.perf_counter()
-    items = history(args.seed)
+    items = history(args.seed, args.days)
     ds = build_dataset(items)
     print(f"history: {len(items):,} records -> {len(ds):,} labelled punches ({ds.positives:,} fraud) "
           f"in {time.perf_counter() - t0:.1f}s")
