@@ -106,11 +106,9 @@ OK = Verdict(None)
 
 
 def validate(stem: str, record: Record, ref: ReferenceData, reference_time_ms: int,
-             config: ValidationConfig | None = None, *, broker_time_ms: int | None = None) -> Verdict:
+             config: ValidationConfig | None = None) -> Verdict:
     """OK, or why the record must be dead-lettered: UNKNOWN_TENANT, UNKNOWN_SITE, FUTURE_EVENT (in that order).
-    ``broker_time_ms``: also FUTURE_EVENT when an input's event times lead it by more than the contract's
-    skew (checked before ``reference_time_ms``). Inputs go through :func:`validate_input`, which checks the
-    field domains first."""
+    Inputs go through :func:`validate_input`, which also checks the contract's field domains and broker time."""
     cfg = config or ValidationConfig()
     if stem not in UNCHECKED_STEMS:
         tenant_id, site_id = int(record["tenant_id"]), record.get("site_id")
@@ -122,10 +120,6 @@ def validate(stem: str, record: Record, ref: ReferenceData, reference_time_ms: i
             return Verdict(UNKNOWN_TENANT, f"tenant {tenant_id} is not in ref.sites")
         elif site_id is not None and not ref.knows_site(tenant_id, str(site_id)):
             return Verdict(UNKNOWN_SITE, f"site {site_id!r} is not a site of tenant {tenant_id}")
-    if broker_time_ms is not None:
-        bad = contract.check_broker_time(stem, record, broker_time_ms)
-        if bad is not None:
-            return Verdict(bad.reason, bad.detail)
     try:
         at = event_time(stem, record)
     except KeyError:
