@@ -283,7 +283,7 @@ class WsClient(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(_mask_frame(0x1, b'{"action":"subscribe"}'))
             return
-        if self.texts == 2:  # subscribed
+        if self.texts == 2 and self.mode == "batched":  # subscribed
             self.ready.put(1)
             return
         if not self.timed:
