@@ -90,6 +90,9 @@ def test_wall_endpoints_answer_from_the_world(pg_schema: tuple[str, str], namesp
         assert math.isclose(lat["overall"]["avg_ms"], statistics.mean(LATENCIES_MS))
         assert math.isclose(lat["overall"]["p95_ms"], statistics.quantiles(LATENCIES_MS, n=20, method="inclusive")[-1])
         assert sum(lat["n"]) == len(LATENCIES_MS) and len(lat["t"]) == len(lat["avg_ms"]) == len(lat["p95_ms"])
+        assert [x for x in lat["avg_ms"] if x is not None] == LATENCIES_MS  # one a minute, oldest first
+        alone = _get(client, "/wall/latency", view)
+        assert (alone["overall"], alone["targets_ms"]) == (lat["overall"], lat["targets_ms"])
         by_type = {k: sum(v) for k, v in trends["events_per_minute"]["by_type"].items()}
         assert by_type == {"alert_created": 5, "incident_created": 3, "incident_updated": 3}
         assert len(trends["events_per_minute"]["t"]) in (24 * 60, 24 * 60 + 1)

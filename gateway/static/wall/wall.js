@@ -57,7 +57,7 @@
     await Promise.allSettled([
       panel("sites", async () => { W.loadSites(await state.api.get("/wall/sites")); W.recountSites(); }),
       loadHeatmap(),
-      panel("latency", async () => W.loadLatency((await state.api.get("/wall/trends?anchor=latest")).latency))]);
+      panel("latency", async () => W.loadLatency(await state.api.get("/wall/latency")))]);
   }
 
   W.start = async (api) => {
