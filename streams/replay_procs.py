@@ -12,7 +12,9 @@ and stores pickled, with the reference data and models already loaded in them, s
 configuration over the same reference data. A child sends its steps through a bounded queue (the parent's pace
 holds it back); a child that fails sends its traceback, and one that dies without a word is noticed while the
 parent waits for it. The parent ends its children on the way out. (A program that starts replays with more
-than one process needs the usual ``if __name__ == "__main__":`` guard, as with any ``spawn``.)
+than one process needs the usual ``if __name__ == "__main__":`` guard, as with any ``spawn``.) The children
+import the code from disk when they start: a checkout edited while a replay runs mixes two versions of the
+core in one replay (seen in a benchmark: fraud scores differed after a features change landed mid-run).
 """
 
 from __future__ import annotations

@@ -69,6 +69,17 @@ def digests(bootstrap: str, ns: str) -> dict[str, str]:
     return out
 
 
+def code_digest() -> str:
+    """SHA-256 of the Python sources a replay runs (streams, models, schemas): the person-stage processes import
+    them from disk when they start, so a checkout edited during the bench mixes versions between runs."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[2]
+    for path in sorted(p for d in ("streams", "models", "schemas") for p in (root / d).rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (the replay's person-stage processes)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -153,8 +164,11 @@ def main() -> int:
         first: dict[str, str] | None = None
         rates: dict[int, float] = {}
         rep: ReplayReport | None = None
+        code: set[str] = set()
         for k, sandbox in zip(procs, sandboxes, strict=True):
+            code.add(code_digest())
             rep, cpu = replay(bootstrap, live, sandbox, cfg.start, cfg.end, k)
+            code.add(code_digest())
             rates[k] = rep.rate
             print(f"replay    --procs {k} ({rep.procs} proc): {rep.total_in:>9,} records in {rep.elapsed_s:7.2f}s = "
                   f"{rep.rate:>8,.0f} rec/s ({rep.rate / ceil:.0%} of the ceiling); CPU {cpu:.1f}s = "
@@ -167,7 +181,8 @@ def main() -> int:
                 same = got == first
                 print(f"outputs   --procs {k} vs --procs {procs[0]}: "
                       + ("byte-identical in every output topic" if same else
-                         "DIFFERENT in " + ", ".join(t for t in OUTPUTS if got[t] != first[t])))
+                         "DIFFERENT in " + ", ".join(t for t in OUTPUTS if got[t] != first[t]))
+                      + ("" if len(code) == 1 else " (the replayed code changed during the bench: not comparable)"))
         if len(rates) > 1:
             base = rates[procs[0]]
             print("speed-up  " + ", ".join(f"--procs {k}: {r / base:.2f}x" for k, r in rates.items()))
