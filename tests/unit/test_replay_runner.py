@@ -53,6 +53,7 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     ({"to_ms": 0}, "after --from"),
     ({"topics": ("attendance", "fraud-scores")}, "not replayable"),
     ({"topics": ("attendance", "alerts")}, "add activity"),
+    ({"procs": -1}, "--procs must not be negative"),
 ])
 def test_requests_refused_before_any_io(kw: dict[str, object], match: str) -> None:
     base: dict[str, object] = {"bootstrap": "127.0.0.1:1", "source": "src", "sandbox": "sbx", "from_ms": 0,
@@ -75,3 +76,7 @@ def test_cli_refusals(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a time" in capsys.readouterr().err
     assert noc(["export", "--topic", "nope", "--format", "avro", "--out", "/tmp/never.avro"]) == 2
     assert "unknown topic" in capsys.readouterr().err
+    assert noc(["export", "--topic", "nope", "--format", "avro", "--revisions", "all", "--out", "/tmp/never.avro"]) == 2
+    with pytest.raises(SystemExit):
+        noc(["export", "--topic", "incidents", "--format", "avro", "--revisions", "some", "--out", "/tmp/never.avro"])
+    assert "invalid choice" in capsys.readouterr().err
