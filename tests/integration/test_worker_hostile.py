@@ -168,7 +168,7 @@ def test_hostile_records_mid_stream_change_no_other_output(kafka_bootstrap: str,
 
     w = WorkerProcess(namespace, kafka_bootstrap, tmp_path / "faust", free_port(), tmp_path / "worker.log").start()
     try:
-        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 240, "the worker to read the first half")
+        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 300, "the worker to read the first half")
         hostile = _hostile(kafka_bootstrap, namespace)
         assert _produce(kafka_bootstrap, namespace, hostile) == []  # inside the broker's bound: accepted
         # stamped beyond message.timestamp.after.max.ms: the broker refuses it, its producer sees why
@@ -179,8 +179,8 @@ def test_hostile_records_mid_stream_change_no_other_output(kafka_bootstrap: str,
                                                         + 10 * MINUTE_MS, "")])
         assert [e.code() for e in errors] == [KafkaError.INVALID_TIMESTAMP]
         assert run(world[half:], kafka_bootstrap, namespace, progress=None).ok
-        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 240, "the worker to read everything")
-        wait_for(lambda: site_stage_caught_up(kafka_bootstrap, namespace), 60, "the site stage to catch up")
+        wait_for(lambda: group_caught_up(kafka_bootstrap, namespace), 300, "the worker to read everything")
+        wait_for(lambda: site_stage_caught_up(kafka_bootstrap, namespace), 180, "the site stage to catch up")
         assert w.alive(), w.log_tail()  # it kept going
         metrics = w.metrics()
     finally:
