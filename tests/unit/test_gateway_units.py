@@ -169,3 +169,23 @@ def test_grafana_dashboard_queries_only_metrics_the_gateway_exports() -> None:
     for required in ("noc_api_requests", "noc_api_latency_seconds", "noc_websocket_broadcast_latency_seconds",
                      "noc_consumer_lag", "noc_fraud_tickets_created"):
         assert required in used
+
+
+def test_documented_event_message_puts_the_event_fields_on_top_and_the_envelope_wins() -> None:
+    from gateway.event_messages import event_message
+    from gateway.hub import FeedEvent, per_event_frame, ws_text_frame
+
+    env = {"type": "anomaly_detected", "event_id": "e1", "timestamp": 1_780_000_000_123, "tenant_id": 1,
+           "site_id": "s-1", "person_id": None, "cursor": "0:7", "produced_at": 5,
+           "payload": {"metric": "phone_events_count", "score": 0.9, "type": "spoofed", "tenant_id": 2,
+                       "person_id": "p-9", "observed": 0.0}}
+    msg = orjson.loads(event_message(orjson.dumps(env), "anomaly_detected"))
+    assert msg["type"] == "anomaly_detected" and msg["tenant_id"] == 1  # a payload field cannot change them
+    assert msg["timestamp"] == "2026-05-28T20:26:40.123Z" and msg["cursor"] == "0:7" and msg["event_id"] == "e1"
+    assert msg["anomaly_type"] == "phone_events_count" and msg["fraud_score"] == 0.9 and msg["person_name"] is None
+    assert msg["person_id"] == "p-9" and msg["observed"] == 0.0  # the envelope's null does not hide the payload's
+    odd = orjson.loads(event_message(orjson.dumps({**env, "type": "x", "payload": "text", "timestamp": 10**18}), "x"))
+    assert odd["payload"] == "text" and odd["timestamp"] == 10**18  # no calendar date: passed on as the number
+    ev = FeedEvent(1, "e1", "anomaly_detected", "s-1", None, 0, 7, 5, orjson.dumps(env))
+    assert per_event_frame(ev) is per_event_frame(ev)  # built once, cached on the event
+    assert per_event_frame(ev) == ws_text_frame(event_message(ev.data, ev.type))
