@@ -85,6 +85,7 @@ def test_wall_panels_clicks_and_ticket_actions(pg_schema: tuple[str, str], names
         wait.until(lambda _: attr(cell, "data-value") not in ("3", None))
         assert float(attr(cell, "data-value")) == pytest.approx((0.95 + 0.85 + 0.7 + 0.1 + 0.2) / 5)
         Select(css("#heat-metric")).select_by_value("flagged")
+        wait.until(lambda _: attr(cell, "data-value") == "3")  # the table is rebuilt for the metric: click the new one
         css(cell).click()
         wait.until(lambda _: attr("#heat-detail", "data-state") == "loaded")
         ids = [r.get_attribute("data-score-id") for r in d.find_elements(By.CSS_SELECTOR, "#heat-detail tbody tr")]
