@@ -42,9 +42,14 @@
     });
   }
 
+  const signature = (d) => JSON.stringify([W.zoneMode, state.canManage, d.tickets.map((t) => {
+    const live = state.tickets.get(t.ticket_id);
+    return live && Number(live.version) >= Number(t.version) ? [live.version, live.status] : [t.version, t.status];
+  })]);
   function render() {
     const d = D.data;
     if (!d) return;
+    D.sig = signature(d);
     const inc = d.incident, site = d.site, sid = inc.site_id;
     const body = $("drill-body");
     $("drill-title").replaceChildren(W.badge(inc.combined_severity), " ", String(inc.title || inc.incident_id));
@@ -72,7 +77,12 @@
         h("ul", { class: "plain" }, ...d.person.recent_scores.map((s) => h("li", null,
           `${W.when(s.occurred_at, s.site_id)} · ${s.site_id} · ${s.event_type} · `, W.badge(s.risk_level), ` ${W.num(s.fraud_probability)}`)))) : "");
   }
-  W.register("drill", () => { if ($("drill").open) render(); });
+  // Live changes re-render the dialog only when what it shows changed (a ticket's version, the time zone): the
+  // answer to an action and its feed event carry the same version, and the second leaves the buttons alone.
+  W.register("drill", () => {
+    if (!$("drill").open || !D.data) return;
+    if (signature(D.data) !== D.sig) render();
+  });
 
   W.openIncident = async (id) => {
     const dlg = $("drill");
