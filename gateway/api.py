@@ -255,9 +255,9 @@ async def person_signals(request: Request, p: Principal, conn: Conn) -> Any:
     data = await queries.person_signals(conn, p.tenant_id, person_id, until, minutes)
     if data is None:
         raise ApiError(404, f"no telemetry for person {person_id!r}")
-    # The documented fields beside today's: names where the gateway knows them (sites from ref.sites; no source of
-    # people's names is readable here, so person_name is null), and when the answer was put together.
-    data["person_name"] = None
+    # The documented fields beside today's: names where the gateway knows them (people from ref.people, sites from
+    # ref.sites; null when unknown), and when the answer was put together.
+    data["person_name"] = request.app.state.people.name(p.tenant_id, person_id)
     data["site_name"] = await site_name(request, p.tenant_id, data["site_id"])
     data["collected_at"] = datetime.now(UTC)
     return data

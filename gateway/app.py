@@ -40,6 +40,7 @@ from gateway.idempotency import IdempotencyStore
 from gateway.lag import poll_group_lag
 from gateway.metrics import FEED_UNKNOWN_TENANT
 from gateway.openapi import openapi_document
+from gateway.people import PeopleDirectory
 from gateway.pool import SweepingPool
 from gateway.probes import healthz, readyz
 from gateway.sessions import SessionStore
@@ -153,9 +154,11 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
         tenants: KnownTenants = app.state.tenants
         app.state.verifier.on_verified = lambda p: tenants.add(p.tenant_id)
         await tenants.load(pool)  # before the consumer warms the rings
+        await app.state.people.refresh()  # names for the first answers (at most its 10 s timeout)
         loop = asyncio.get_running_loop()
         consumer = None
         tasks = [asyncio.create_task(_flush_latencies(app)),
+                 asyncio.create_task(app.state.people.refresh_every(cfg.people_refresh_s)),
                  asyncio.create_task(tenants.refresh_every(pool, cfg.tenants_refresh_s))]
         if cfg.gc_freeze_every_s > 0:
             tasks.append(asyncio.create_task(keep_gc_pauses_short(cfg.gc_freeze_every_s, cfg.gc_sweep_every_s)))
@@ -255,6 +258,8 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
     app.state.background = set()  # tasks that outlive their request (a ticket change that timed out)
     app.state.hub = Hub(cfg.ring_size, cfg.ring_max_bytes, cfg.max_tenants, accepts=app.state.tenants.__contains__)
     app.state.hub.on_direct = lambda events, n: record_sends(events, n, app.state.sent_log)
+    app.state.people = PeopleDirectory(cfg.bootstrap, cfg.namespace)
+    app.state.hub.person_name = app.state.people.name
     app.state.connections = set()
     app.state.sent_log = deque(maxlen=100_000)
     app.state.events_topic = topic("events", cfg.namespace)

@@ -75,4 +75,5 @@ class GatewayConfig:
     tenants_refresh_s: float = 30.0
     idempotency_ttl_s: float = 86_400.0  # how long a ticket change's Idempotency-Key is remembered
     session_ttl_s: float = 8 * 3600.0  # dashboard session cookie lifetime
+    people_refresh_s: float = 60.0  # how often people's names are read again from ref.people
     limiter_max_keys: int = 50_000  # keys (tokens, addresses) each rate limiter remembers

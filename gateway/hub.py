@@ -92,11 +92,19 @@ def ws_text_frame(payload: bytes) -> bytes:
 BATCHED, PER_EVENT = "batched", "events"
 
 
-def per_event_frame(ev: FeedEvent) -> bytes:
-    """The event's documented one-event message as a WebSocket frame: built once per process, cached on the event."""
+Names = Callable[[int, str | None], str | None]
+
+
+def no_names(tenant_id: int, person_id: str | None) -> str | None:
+    return None
+
+
+def per_event_frame(ev: FeedEvent, names: Names = no_names) -> bytes:
+    """The event's documented one-event message as a WebSocket frame: built once per process, cached on the event.
+    ``names`` gives a person's name (``gateway.people``), for the fields the documented contract names."""
     wire = ev.doc_wire
     if wire is None:
-        wire = ev.doc_wire = ws_text_frame(event_message(ev.data, ev.type))
+        wire = ev.doc_wire = ws_text_frame(event_message(ev.data, ev.type, names(ev.tenant_id, ev.person_id)))
     return wire
 
 
@@ -106,11 +114,12 @@ class SharedFrame:
     ``mode`` BATCHED: one ``{"type":"events","events":[...]}`` message; PER_EVENT: one message per event, the
     frames written together (each event's frame is built once per process and cached on the event)."""
 
-    __slots__ = ("_payload", "_wire", "events", "mode")
+    __slots__ = ("_payload", "_wire", "events", "mode", "names")
 
-    def __init__(self, events: list[FeedEvent], mode: str = BATCHED) -> None:
+    def __init__(self, events: list[FeedEvent], mode: str = BATCHED, names: Names = no_names) -> None:
         self.events = events
         self.mode = mode
+        self.names = names
         self._payload: bytes | None = None
         self._wire: bytes | None = None
 
@@ -122,7 +131,7 @@ class SharedFrame:
     def wire(self) -> bytes:
         if self._wire is None:
             if self.mode == PER_EVENT:
-                self._wire = b"".join([per_event_frame(e) for e in self.events])
+                self._wire = b"".join([per_event_frame(e, self.names) for e in self.events])
             else:
                 self._wire = ws_text_frame(self.payload())
         return self._wire
@@ -238,6 +247,7 @@ class Hub:
         self.max_tenants = max_tenants
         self.accepts = accepts
         self.dropped_unknown = 0
+        self.person_name: Names = no_names  # names for the per-event messages (the app sets gateway.people's)
         self.rings: dict[int, TenantRing] = {}
         self.clients: dict[int, set[Client]] = {}
         self.on_overflow: Callable[[Client], None] = lambda c: None
@@ -291,7 +301,7 @@ class Hub:
                 else:
                     matching = [e for e in evs if filters.match(e)]
                 if matching:
-                    direct += self._deliver(SharedFrame(matching, mode), members)
+                    direct += self._deliver(SharedFrame(matching, mode, self.person_name), members)
         return direct
 
     def _deliver(self, frame: SharedFrame, members: list[Client]) -> int:

@@ -230,13 +230,13 @@ class Connection:
         """Per-event mode: one message per event; with the raw writer all of them in one write."""
         if self.raw is None:
             for ev in batch:
-                await self._send(event_message(ev.data, ev.type))
+                await self._send(event_message(ev.data, ev.type, self.hub.person_name(ev.tenant_id, ev.person_id)))
             return
         self.sending = True
         try:
             if not self.raw.is_writable():
                 await asyncio.wait_for(self.raw.writable(), self.cfg.ws_stalled_close_s)
-            if not self.raw.write(b"".join([per_event_frame(ev) for ev in batch])):
+            if not self.raw.write(b"".join([per_event_frame(ev, self.hub.person_name) for ev in batch])):
                 raise WebSocketDisconnect(1006)  # closing under us: the receive side reports the disconnect
         finally:
             self.sending = False

@@ -44,12 +44,27 @@ def env(pg_schema: tuple[str, str], namespace: str, kafka_bootstrap: str) -> dic
             "m1": create_token(dsn, 1, ["noc:manage"])[1], "feed": FeedProducer(kafka_bootstrap, namespace)}
 
 
+def _name_p1(env: dict[str, Any]) -> None:
+    """p-1's record on ref.people (the gateway reads names from there)."""
+    from confluent_kafka import Producer
+
+    from schemas import serde
+    from schemas.topics import topic
+
+    producer = Producer({"bootstrap.servers": env["bootstrap"], "message.timeout.ms": 10_000})
+    producer.produce(topic("ref.people", env["ns"]), key=b"1:p-1", value=serde.encode("person", {
+        "tenant_id": 1, "person_id": "p-1", "name": "John Doe", "role": "guard", "home_site_id": "s-1",
+        "device_ids": ["d-1"], "usual_check_in_minute": 480, "active": True, "updated_at": 1_780_000_000_000}))
+    assert producer.flush(10) == 0
+
+
 def _cfg(env: dict[str, Any], **kw: Any) -> GatewayConfig:
     return dataclasses.replace(GatewayConfig(), dsn=env["dsn"], bootstrap=env["bootstrap"], namespace=env["ns"], **kw)
 
 
 def test_every_documented_rest_path_answers_as_written_without_a_redirect(env: dict[str, Any]) -> None:
     token = env["t1"][1]
+    _name_p1(env)
     with running_gateway(_cfg(env)) as url, httpx.Client(base_url=url, timeout=10, follow_redirects=False) as client:
         auth = {"Authorization": f"Bearer {token}"}
         for path in DOCUMENTED:
@@ -67,6 +82,7 @@ def test_every_documented_rest_path_answers_as_written_without_a_redirect(env: d
         assert {"person_id", "person_name", "site_id", "site_name", "window_minutes", "collected_at",
                 "signals"} <= set(data)
         assert data["person_id"] == "p-1" and data["site_id"] == "s-1" and data["window_minutes"] == 120
+        assert data["person_name"] == "John Doe"
         assert ISO_Z.fullmatch(data["collected_at"]), data["collected_at"]
         # seed_rows: four PERSON windows of p-1, each 2 phone events, 3 location updates, 120.5 m, 1 task, 4 scans.
         assert data["signals"] == {"phone_events_count": 8, "location_updates_count": 12,
@@ -95,6 +111,7 @@ def _anomaly(event_id: str, tenant: int = 1) -> dict[str, Any]:
 
 def test_the_documented_websocket_sends_every_event_one_per_message_with_no_subscribe(env: dict[str, Any]) -> None:
     token = env["t1"][1]
+    _name_p1(env)
 
     async def main(base: str) -> None:
         for path in ("/ws/noc/dashboard/", "/ws/noc/dashboard"):
@@ -112,7 +129,7 @@ def test_the_documented_websocket_sends_every_event_one_per_message_with_no_subs
                 assert first["type"] == "anomaly_detected" and first["event_id"] == f"an-{tag}"
                 assert first["timestamp"] == "2026-05-28T20:26:40.123Z" and first["tenant_id"] == 1
                 assert first["anomaly_type"] == "phone_events_count" and first["fraud_score"] == 0.91
-                assert "person_name" in first and first["person_id"] == "p-1" and first["cursor"]
+                assert first["person_name"] == "John Doe" and first["person_id"] == "p-1" and first["cursor"]
                 assert first["observed"] == 0.0 and first["severity"] == "HIGH"  # the event's own fields, on top
                 assert second["type"] == "ticket_updated" and second["ticket_id"] == "tk-1"
                 assert second["status"] == "OPEN" and second["tenant_id"] == 1
