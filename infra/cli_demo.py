@@ -5,7 +5,7 @@ runs each pipeline process as a child (logs under ``.cache/logs``): the stream w
 the gateway with the dashboard, and the simulator feeding them. It prints the dashboard URL and token, a
 live count per topic and each incident as it opens, until Ctrl-C, when it stops the children it started.
 
-The simulated world lives in the present: the simulator back-fills the last ``--backfill`` (14 days) as fast as
+The simulated world lives in the present: the simulator back-fills the last ``--backfill`` (7 days) as fast as
 ``--rate`` allows, up to now, then carries on in real time, so views that end at now show today's data. Run
 again, it carries on after the newest simulated activity already in the namespace (back-filling the gap up to
 now, at most ``--backfill`` of it). ``--fast`` runs the fast-forward world instead (benchmarks, tests): a fixed
@@ -33,8 +33,8 @@ CAUGHT_UP_MS = 2 * MINUTE_MS  # the console calls the back-fill done once the ne
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="bring up Kafka + Postgres and the whole pipeline, fed by the simulator")
-    p.add_argument("--backfill", default="14d",
-                   help="recent history to simulate before carrying on in real time (default 14d)")
+    p.add_argument("--backfill", default="7d",
+                   help="recent history to simulate before carrying on in real time (default 7d)")
     p.add_argument("--rate", type=int, default=None,
                    help="simulated events per second: the back-fill's pace (default 20000), or with --fast the "
                         "whole run's (default 2000)")
