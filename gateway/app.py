@@ -183,6 +183,7 @@ def create_app(config: GatewayConfig | None = None) -> Starlette:
             if not await asyncio.to_thread(consumer.ready.wait, 60) or consumer.error is not None:
                 raise RuntimeError(f"feed consumer did not get its partitions: {consumer.error}")
             tasks.append(asyncio.create_task(poll_group_lag(cfg.bootstrap, cfg.lag_poll_s)))
+            await tickets_api.warm_publisher(app.state)
         try:
             yield
         finally:

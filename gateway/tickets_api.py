@@ -86,6 +86,16 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+async def warm_publisher(state: Any) -> None:
+    """Make the ticket changes' Kafka producer now (connected, with the feed topic's metadata), so the first
+    change's ``ticket_updated`` event is not delayed by it. A build without the sinks package has none."""
+    try:
+        mod = importlib.import_module("sinks.tickets_api")
+    except ImportError:
+        return
+    await _publisher(state, mod)
+
+
 async def _publisher(state: Any, mod: Any) -> Any:
     publish = getattr(state, "ticket_publish", None)
     if publish is None:

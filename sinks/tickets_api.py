@@ -41,6 +41,8 @@ def kafka_publisher(bootstrap: str, namespace: str = "noc", timeout_s: float = 1
 
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                          "message.timeout.ms": int(timeout_s * 1000)})
+    # Connect and fetch the topic's metadata now, so the first change is not the one that waits for them.
+    producer.list_topics(topic("events", namespace), timeout=timeout_s)
 
     def publish(event: dict[str, Any]) -> None:
         errors: list[str] = []
