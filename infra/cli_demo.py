@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from infra.config import settings
 
@@ -169,6 +170,16 @@ def metrics_ports(args: argparse.Namespace) -> tuple[int, int, int]:
     return base, base + 1, base + 2
 
 
+def why_train(active: Any, feature_hash: str) -> str | None:
+    """Why the demo must train a first model (None: the active one serves). A model trained on other features
+    than this code computes cannot be loaded by the worker, which would score with rules-v1 throughout."""
+    if active is None:
+        return "no fraud model is active"
+    if active.feature_hash != feature_hash:
+        return f"the active fraud model {active.version} was trained on other features than this code computes"
+    return None
+
+
 def children(args: argparse.Namespace, sim: list[str] | None = None,
              train: bool = False) -> list[tuple[str, list[str]]]:
     """The pipeline's processes, in start order; each is an ordinary ``noc`` subcommand. ``sim``: the simulator's
@@ -298,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     from infra.postgres_local import postgres_up
     from infra.procs import port_open
     from infra.topics_admin import apply_topics
+    from models.features import FEATURE_HASH
     from models.registry import Registry
     from simulator.config import parse_time
     from sinks.migrate import migrate
@@ -320,9 +332,10 @@ def run(args: argparse.Namespace) -> int:
     sim, what = simulator_args(args, s.bootstrap, s.namespace)
     print(what)
     registry = Registry(s.pg_dsn)
-    train = registry.active(None) is None
-    if train:
-        print("no fraud model is active: training one in the background (until then the worker scores with rules-v1)")
+    why = why_train(registry.active(None), FEATURE_HASH)
+    train = why is not None
+    if why is not None:
+        print(f"{why}: training one in the background (until then the worker scores with rules-v1)")
     running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
     for name, cmd in children(args, sim, train):
         log = logs / f"{name}.log"

@@ -158,3 +158,14 @@ def test_demo_refuses_to_start_when_its_ports_are_taken(capsys: pytest.CaptureFi
         assert run(args) == 2
     err = capsys.readouterr().err
     assert str(port) in err and "another `noc demo`" in err
+
+
+def test_the_demo_trains_when_no_model_or_one_of_other_features_is_active() -> None:
+    from types import SimpleNamespace
+
+    from infra.cli_demo import why_train
+
+    assert why_train(None, "h1") == "no fraud model is active"
+    assert why_train(SimpleNamespace(version="m1", feature_hash="h1"), "h1") is None
+    why = why_train(SimpleNamespace(version="m0", feature_hash="h0"), "h1")
+    assert why is not None and "m0" in why
