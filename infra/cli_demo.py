@@ -343,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"started {name} (pid {running[-1][1].pid}, log {log})")
     url = f"http://127.0.0.1:{args.port}/"
     if _wait_http(url, 30):
-        print(f"\n  dashboard: {url}\n  token (tenant {args.tenant}, noc:manage): {token}\n")
+        print(f"\n  dashboard: {url}\n  token (tenant {args.tenant}, noc:manage): {token}\n"
+              f"  check it (once the back-fill is done): noc verify --url {url.rstrip('/')} --token {token} --poke\n")
     else:
         print(f"!! the gateway did not answer at {url}; see {logs / 'gateway.log'}", file=sys.stderr)
     tail = IncidentTail(s.bootstrap, s.namespace)
