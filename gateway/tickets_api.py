@@ -93,7 +93,11 @@ async def warm_publisher(state: Any) -> None:
         mod = importlib.import_module("sinks.tickets_api")
     except ImportError:
         return
-    await _publisher(state, mod)
+    try:
+        state.ticket_publish = await asyncio.to_thread(
+            mod.kafka_publisher, state.config.bootstrap, state.config.namespace, connect=True)
+    except KafkaException as exc:  # the first change connects instead (and answers 503 if it cannot)
+        log.warning("ticket changes' Kafka producer not connected at start-up: %s", exc)
 
 
 async def _publisher(state: Any, mod: Any) -> Any:

@@ -32,8 +32,10 @@ class ChangeResult:
     event: dict[str, Any] | None = None  # the ticket_updated noc_event published
 
 
-def kafka_publisher(bootstrap: str, namespace: str = "noc", timeout_s: float = 10.0) -> Publish:
-    """A publish function producing noc_events to ``<namespace>.events`` (waits for delivery)."""
+def kafka_publisher(bootstrap: str, namespace: str = "noc", timeout_s: float = 10.0, connect: bool = False) -> Publish:
+    """A publish function producing noc_events to ``<namespace>.events`` (waits for delivery). ``connect``: connect
+    and fetch the topic's metadata now (raises KafkaException when that fails), so the first publish does not wait
+    for them."""
     from confluent_kafka import KafkaException, Producer
 
     from schemas.serde import encode
@@ -41,8 +43,8 @@ def kafka_publisher(bootstrap: str, namespace: str = "noc", timeout_s: float = 1
 
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                          "message.timeout.ms": int(timeout_s * 1000)})
-    # Connect and fetch the topic's metadata now, so the first change is not the one that waits for them.
-    producer.list_topics(topic("events", namespace), timeout=timeout_s)
+    if connect:
+        producer.list_topics(topic("events", namespace), timeout=timeout_s)
 
     def publish(event: dict[str, Any]) -> None:
         errors: list[str] = []
