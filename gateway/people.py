@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
+from gateway.compacted import read_to_end
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
 
@@ -51,51 +50,29 @@ class PeopleDirectory:
             await self.refresh()
 
     def _read(self) -> tuple[dict[tuple[int, str], str], int, int]:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"noc-gateway-people-{uuid.uuid4().hex[:8]}",
-                      "enable.auto.commit": False, "socket.timeout.ms": int(self.timeout_s * 1000)})
         by_key: dict[bytes, tuple[int, str, str]] = {}
         rejected = dropped = 0
-        try:
-            tp = TopicPartition(self.topic, 0)
+
+        def apply(key: bytes, value: bytes | None) -> None:
+            nonlocal rejected, dropped
+            if value is None:
+                by_key.pop(key, None)
+                return
             try:
-                low, high = c.get_watermark_offsets(tp, timeout=self.timeout_s)
-            except KafkaException as exc:
-                code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
-                    return {}, 0, 0
-                raise
-            if high <= low:
-                return {}, 0, 0
-            c.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-            deadline = time.monotonic() + self.timeout_s
-            at = low
-            while at < high:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.topic}: read to {at} of {high} in {self.timeout_s} s")
-                for msg in c.consume(1000, timeout=0.5):
-                    if msg.error() is not None:
-                        continue
-                    offset = msg.offset()
-                    at = max(at, (offset if offset is not None else at) + 1)
-                    key, value = msg.key() or b"", msg.value()
-                    if value is None:
-                        by_key.pop(key, None)
-                        continue
-                    try:
-                        _, rec = self._schemas.decode(value, expected="person")
-                    except DecodeError:
-                        rejected += 1
-                        continue
-                    name, person_id, tenant_id = rec.get("name"), rec.get("person_id"), rec.get("tenant_id")
-                    if not (isinstance(name, str) and isinstance(person_id, str) and isinstance(tenant_id, int)):
-                        rejected += 1
-                        continue
-                    if key not in by_key and len(by_key) >= self.max_people:
-                        dropped += 1
-                        continue
-                    by_key[key] = (tenant_id, person_id, name[:MAX_NAME])
-        finally:
-            c.close()
+                _, rec = self._schemas.decode(value, expected="person")
+            except DecodeError:
+                rejected += 1
+                return
+            name, person_id, tenant_id = rec.get("name"), rec.get("person_id"), rec.get("tenant_id")
+            if not (isinstance(name, str) and isinstance(person_id, str) and isinstance(tenant_id, int)):
+                rejected += 1
+                return
+            if key not in by_key and len(by_key) >= self.max_people:
+                dropped += 1
+                return
+            by_key[key] = (tenant_id, person_id, name[:MAX_NAME])
+
+        read_to_end(self.bootstrap, self.topic, self.timeout_s, apply)
         if rejected or dropped:
             log.warning("%s: %d record(s) undecodable or unusable, %d over the %d-name bound", self.topic, rejected,
                         dropped, self.max_people)

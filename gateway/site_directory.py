@@ -13,13 +13,11 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-
+from gateway.compacted import read_to_end
 from schemas.serde import DecodeError, SchemaStore
 from schemas.topics import topic
 
@@ -99,48 +97,27 @@ class SiteDirectory:
     def _read(self) -> tuple[dict[tuple[int, str], Site], int]:
         """Every record of the topic, the latest per key winning (a tombstone removes its key), and how many
         records were skipped (-1 when the topic does not exist)."""
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"noc-gateway-sites-{uuid.uuid4().hex[:8]}",
-                      "enable.auto.commit": False, "socket.timeout.ms": int(self.timeout_s * 1000)})
         by_key: dict[bytes, Site] = {}
         rejected = 0
-        try:
-            tp = TopicPartition(self.topic, 0)
+
+        def apply(key: bytes, value: bytes | None) -> None:
+            nonlocal rejected
+            if value is None:
+                by_key.pop(key, None)
+                return
             try:
-                low, high = c.get_watermark_offsets(tp, timeout=self.timeout_s)
-            except KafkaException as exc:
-                code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
-                    return {}, -1  # no ref.sites topic (yet): no sites, and no copy to keep
-                raise
-            if high <= low:
-                return {}, 0
-            c.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-            deadline = time.monotonic() + self.timeout_s
-            at = low
-            while at < high:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.topic}: read to {at} of {high} in {self.timeout_s} s")
-                for msg in c.consume(1000, timeout=0.5):
-                    if msg.error() is not None:
-                        continue  # librdkafka retries; a record it never delivers ends in the timeout above
-                    offset = msg.offset()
-                    at = max(at, (offset if offset is not None else at) + 1)
-                    key, value = msg.key() or b"", msg.value()
-                    if value is None:
-                        by_key.pop(key, None)
-                        continue
-                    try:
-                        _, rec = self._schemas.decode(value, expected="site")
-                    except DecodeError:
-                        rejected += 1
-                        continue
-                    site = parse_site(rec)
-                    if site is None:  # the key's last usable version, if any, stays
-                        rejected += 1
-                        continue
-                    by_key[key] = site
-        finally:
-            c.close()
+                _, rec = self._schemas.decode(value, expected="site")
+            except DecodeError:
+                rejected += 1
+                return
+            site = parse_site(rec)
+            if site is None:  # the key's last usable version, if any, stays
+                rejected += 1
+                return
+            by_key[key] = site
+
+        if not read_to_end(self.bootstrap, self.topic, self.timeout_s, apply):
+            return {}, -1  # no ref.sites topic (yet): no sites, and no copy to keep
         if rejected:
             log.warning("%s: %d site record(s) left out (undecodable or unusable)", self.topic, rejected)
         return {(s.tenant_id, s.site_id): s for s in by_key.values()}, rejected
