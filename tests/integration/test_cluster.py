@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import ConfigResource
 
 from infra.kafka_cluster import ClusterConfig, active_controller, cluster_state, cluster_status, node_properties
 from infra.topics_admin import admin, apply_topics, delete_namespace, durability
 from schemas.topics import CATALOGUE
+from streams.testkit import wait_for
 
 
 def _props(text: str) -> dict[str, str]:
@@ -48,7 +50,15 @@ def test_topics_on_the_cluster_are_replicated_three_ways(kafka_cluster: ClusterC
         assert sorted(created) == sorted(s.name(ns) for s in CATALOGUE)
         assert apply_topics(bootstrap, ns) == []  # idempotent
         client = admin(bootstrap)
-        md = client.list_topics(timeout=30)
+
+        seen: list[Any] = []
+
+        def described() -> bool:  # a broker's metadata learns of new topics a moment after the controller
+            seen.append(client.list_topics(timeout=30))
+            return all(s.name(ns) in seen[-1].topics for s in CATALOGUE)
+
+        wait_for(described, 30, "every new topic in the metadata of the broker asked", every_s=0.1)
+        md = seen[-1]
         for spec in CATALOGUE:
             parts = md.topics[spec.name(ns)].partitions
             assert len(parts) == spec.partitions
