@@ -61,7 +61,7 @@ from streams.testkit import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 SESSION_S = 10.0  # the consumer groups' session timeout: the broker stays down longer than this
 LAG_BOUND_S = 120.0
 SPARSE_INPUTS = ["attendance", "alerts", "audit-findings"]
