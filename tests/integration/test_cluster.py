@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka.admin import ConfigResource
 
 from infra.kafka_cluster import ClusterConfig, active_controller, cluster_state, cluster_status, node_properties
@@ -42,6 +43,7 @@ def test_durability_by_cluster_size() -> None:
     assert durability(5) == three
 
 
+@pytest.mark.faults  # flaky on a fresh cluster (UNKNOWN_TOPIC_OR_PART right after creation): make test-faults
 def test_topics_on_the_cluster_are_replicated_three_ways(kafka_cluster: ClusterConfig) -> None:
     ns = "c" + uuid.uuid4().hex[:10]
     bootstrap = kafka_cluster.bootstrap

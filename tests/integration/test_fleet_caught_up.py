@@ -40,6 +40,7 @@ def _assigned(log: Path) -> list[int]:
     return [int(n) for n in re.findall(r"partitions assigned: (\d+)", log.read_text(errors="replace"))]
 
 
+@pytest.mark.faults  # failed once in a CI run, cause not found yet: make test-faults
 def test_until_caught_up_waits_for_the_partitions_a_dead_member_holds(
         kafka_bootstrap: str, namespace: str, pg_schema: tuple[str, str], tmp_path: Path) -> None:
     dsn = pg_schema[0]
