@@ -10,10 +10,8 @@ only *cyclic* garbage among them waits for the sweep that unfreezes and collects
 
 The young generation is also collected less often (every 100,000 net allocations instead of 700, the older ones
 at 50 and 100): the batch loops allocate in bursts of tens of thousands of short-lived acyclic objects
-(messages, records, outputs) that reference counting frees anyway. In-process core over the bench worlds (best of
-three, CPU time per record): 3,000 people 45 µs (defaults 54, freezing alone 51); 10,000 people 57-66 µs
-(defaults 88-91). Stop 12, 10,000 people in batches of 5,000, two runs each: (100,000, 50, 100) 48.4-48.8 µs
-against (50,000, 20, 100) 49.1-52.4 µs.
+(messages, records, outputs) that reference counting frees anyway. The measurements behind these settings are
+in docs/decisions.md.
 """
 
 from __future__ import annotations
